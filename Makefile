@@ -1,0 +1,47 @@
+# Capsule: `make demo` runs the main job on a bundled example, `make test` runs every test.
+# `make setup` installs what a fresh Debian 12 machine lacks; running it again is cheap.
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+BUILD    := build
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool clang-format git curl tar sqlite3 \
+            qemu-system-x86 linux-image-amd64 auditd bpftrace
+STAMP    := $(BUILD)/.setup-stamp
+
+.PHONY: setup apt venv test demo demo-lsm bench clean vmlinux
+
+setup: $(STAMP) $(BUILD)/vmlinux.h
+
+# apt only runs when a package is missing, so a second `make setup` costs nothing
+apt:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory apt
+	@mkdir -p $(BUILD)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,train]'
+	@touch $@
+
+# the kernel's own type information, for CO-RE compilation of every BPF object
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(BUILD)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+test: setup
+	$(BIN)/pytest -q -rs
+
+demo: setup
+	$(BIN)/capsule trace -o $(BUILD)/demo -- examples/demo/agent.sh
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(BUILD) $(VENV)
