@@ -49,7 +49,10 @@ def run() -> None:
     """Entry point: turn expected failures into one line and a named exit code."""
     _register_commands()
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns typer.Exit's code instead of exiting
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except CapsuleError as err:
         if _debug:
             raise

@@ -1,0 +1,162 @@
+/* Path and fd helpers shared by Capsule's BPF programs: absolute paths from dentries. */
+#ifndef CAPSULE_PATH_H
+#define CAPSULE_PATH_H
+
+#define AT_FDCWD -100
+#define PATH_DEPTH 64 /* dentries plus mount crossings walked before a path counts as cut */
+#define HALF_MASK (CAPSULE_PATH_MAX - 1)
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFBLK 0060000
+#define S_IFCHR 0020000
+
+/* the per-CPU buffer a path is assembled in, back to front */
+struct path_scratch {
+	char buf[2 * CAPSULE_PATH_MAX];
+};
+
+static __always_inline struct mount *real_mount(struct vfsmount *vfsmnt)
+{
+	return (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct path_scratch);
+} scratch SEC(".maps");
+
+static __always_inline char *scratch_buf(void)
+{
+	u32 zero = 0;
+	struct path_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+
+	return s ? s->buf : NULL;
+}
+
+/* the state of one path walk, kept on the caller's stack across bpf_loop() steps */
+struct path_walk {
+	struct dentry *dentry, *root;
+	struct vfsmount *vfsmnt, *root_mnt;
+	u32 pos; /* the path so far starts at scratch[pos] */
+	u32 done;
+};
+
+/* one step up: a mount crossing or one more name, written in front of the rest */
+static long path_walk_step(u64 index, void *arg)
+{
+	struct path_walk *w = arg;
+	struct dentry *dentry = w->dentry, *parent;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = real_mount(vfsmnt);
+	char *buf = scratch_buf();
+	const unsigned char *name;
+	u32 len, pos = w->pos;
+
+	if (!buf || (dentry == w->root && vfsmnt == w->root_mnt))
+		goto done;
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (up == mnt)
+			goto done;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->vfsmnt = &up->mnt;
+		return 0;
+	}
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (parent == dentry)
+		goto done;
+	len = BPF_CORE_READ(dentry, d_name.len);
+	name = BPF_CORE_READ(dentry, d_name.name);
+	if (len + 1 > pos)
+		return 1; /* does not fit: cut */
+
+	pos -= len + 1;
+	buf[pos & HALF_MASK] = '/';
+	bpf_probe_read_kernel(&buf[(pos + 1) & HALF_MASK], len & HALF_MASK, name);
+	w->pos = pos;
+	w->dentry = parent;
+	return 0;
+done:
+	w->done = 1;
+	return 1;
+}
+
+/*
+ * Write the absolute path of (dentry, vfsmnt) into out[CAPSULE_PATH_MAX].
+ * bpf_d_path() is only allowed in a few fentry/LSM hooks, which this kernel refuses,
+ * so the walk climbs d_parent itself and crosses mounts through mnt_parent, in
+ * bpf_loop() steps so that the verifier checks one step, not every depth. It stops at
+ * the task's root, so a chrooted task sees the path it used. Returns true when cut.
+ */
+static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmount *vfsmnt,
+					   char *out)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct path_walk w = {
+		.dentry = dentry,
+		.vfsmnt = vfsmnt,
+		.root = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.pos = CAPSULE_PATH_MAX - 1,
+	};
+	char *buf = scratch_buf();
+	u32 pos;
+
+	if (!buf) {
+		out[0] = 0;
+		return true;
+	}
+	buf[CAPSULE_PATH_MAX - 1] = 0;
+	bpf_loop(PATH_DEPTH, path_walk_step, &w, 0);
+	pos = w.pos & HALF_MASK;
+	if (pos == CAPSULE_PATH_MAX - 1) { /* the root itself */
+		pos--;
+		buf[pos] = '/';
+	}
+	bpf_probe_read_kernel(out, CAPSULE_PATH_MAX - pos, &buf[pos]);
+	return !w.done;
+}
+
+/* the struct file behind fd in the current task, or NULL */
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	u32 max = BPF_CORE_READ(fdt, max_fds);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= max)
+		return NULL;
+
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+static __always_inline bool file_path(struct file *file, char *out)
+{
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(file, f_path.mnt);
+
+	return path_to_string(dentry, mnt, out);
+}
+
+static __always_inline bool cwd_path(char *out)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct dentry *dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+
+	return path_to_string(dentry, mnt, out);
+}
+
+static __always_inline u32 file_mode(struct file *file)
+{
+	return BPF_CORE_READ(file, f_inode, i_mode);
+}
+
+#endif

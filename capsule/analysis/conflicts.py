@@ -1,0 +1,333 @@
+"""Conflict findings of `capsule check`: contradictions, shadowed, redundant and partly
+overridden rules, and rules that only restate the default.
+
+Each clause's match set is a z3 formula (matchset.py). Clauses are ranked as
+semantics.matching_clauses ranks them (precedence key, then source order); "higher"
+means earlier in that ranking. Only pairs that the prefilter lets through reach z3.
+Every finding carries a witness event from the z3 model, and before it is reported
+the witness is replayed through semantics.decide: a witness that does not show the
+finding is a bug, and is logged and dropped rather than printed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import z3
+
+from capsule.analysis import encode
+from capsule.analysis.eventtext import format_event
+from capsule.analysis.matchset import SymbolicEvent
+from capsule.analysis.prefilter import PairIndex
+from capsule.lang import names, semantics
+from capsule.lang.diagnostics import ERROR, NOTE, WARNING, Diagnostic, Related
+from capsule.lang.model import Clause, Effect, Event, Policy
+
+log = logging.getLogger(__name__)
+
+CONTRADICTION = "contradiction"
+SHADOWED = "shadowed-rule"
+REDUNDANT = "redundant-rule"
+PARTLY_OVERRIDDEN = "partly-overridden"
+EQUALS_DEFAULT = "equals-default"
+UNDECIDED = "undecided"
+
+CODES = {
+    CONTRADICTION: "overlapping rules with different effects that only the effect orders",
+    SHADOWED: "a rule that higher-precedence rules always override",
+    REDUNDANT: "a rule whose removal changes no decision",
+    PARTLY_OVERRIDDEN: "part of a rule's match set is decided by another rule",
+    EQUALS_DEFAULT: "a rule that only restates its area's default",
+    UNDECIDED: "z3 could not decide a question within its limits",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-query solver limits (see encode.py for why there are two)."""
+
+    timeout_ms: int = encode.TIMEOUT_MS
+    rlimit: int = encode.RLIMIT
+
+
+def analyze(policy: Policy, limits: Limits = Limits()) -> list[Diagnostic]:
+    """All conflict findings of `policy`, sorted by location."""
+    found: list[Diagnostic] = []
+    for area in names.AREAS:
+        clauses = list(policy.clauses(area))
+        if clauses:
+            found += _AreaAnalysis(policy, area, clauses, limits).run()
+    return sorted(found, key=Diagnostic.sort_key)
+
+
+def outcome_of(effect: Effect, fallback: Effect | None):
+    """What a decision does, for comparing decisions: the effect and, for
+    escalate, the effect enforced until the classifier answers."""
+    return (effect, fallback) if effect is Effect.ESCALATE else (effect, None)
+
+
+def clause_outcome(clause: Clause):
+    return outcome_of(clause.rule.effect, clause.rule.enforced)
+
+
+def decision_outcome(decision: semantics.Decision):
+    return outcome_of(decision.effect, decision.enforced)
+
+
+def describe(clause: Clause) -> str:
+    """`coding.cap:12 (deny file read /home/*/.ssh/**)`."""
+    return f"{clause.rule.ref} ({clause_text(clause)})"
+
+
+def clause_text(clause: Clause) -> str:
+    rule = clause.rule
+    words = [str(rule.effect), rule.area, ",".join(sorted(rule.ops))]
+    default = names.DEFAULT_FIELD.get(rule.area)
+    for field, pattern in clause.object.items():
+        words.append(str(pattern) if field == default else f"{field} {pattern}")
+    if not rule.subject.is_any:
+        words.append(f"if {rule.subject}")
+    if rule.after is not None:
+        words.append(f"after {rule.after.name}")
+    if rule.priority:
+        words.append(f"priority {rule.priority}")
+    return " ".join(words)
+
+
+class _AreaAnalysis:
+    """The findings of one area: its clauses share one symbolic event."""
+
+    def __init__(self, policy: Policy, area: str, clauses: list[Clause], limits):
+        self.policy, self.area, self.limits = policy, area, limits
+        # strongest first; sort is stable, so ties keep source order as decide does
+        self.ranked = sorted(clauses, key=semantics.precedence, reverse=True)
+        self.index = PairIndex(self.ranked)
+        self.sym = SymbolicEvent(area, clauses)
+        self.default = outcome_of(policy.default(area), policy.default_fallbacks.get(area))
+        self._match: dict[int, z3.BoolRef] = {}
+        self.findings: list[Diagnostic] = []
+
+    def run(self) -> list[Diagnostic]:
+        for i in range(len(self.ranked)):
+            partners = self.index.partners(i)
+            higher = [j for j in partners if j < i]
+            lower = [j for j in partners if j > i]
+            tied = self._check_pairs(i, higher, tied_only=True)
+            if self._check_shadowed(i, higher, tied):
+                continue
+            self._check_redundant(i, higher, lower)
+            self._check_pairs(i, higher, tied_only=False)
+        return self.findings
+
+    # -- queries -------------------------------------------------------------------
+
+    def match(self, i: int) -> z3.BoolRef:
+        if i not in self._match:
+            self._match[i] = self.sym.matches(self.ranked[i])
+        return self._match[i]
+
+    def solve(self, involved: list[int], constraints) -> encode.Outcome:
+        clauses = [self.ranked[j] for j in involved]
+        return encode.solve(
+            [*self.sym.domain(clauses), *constraints],
+            timeout_ms=self.limits.timeout_ms,
+            rlimit=self.limits.rlimit,
+        )
+
+    def decides(self, i: int, higher: list[int]) -> list[z3.BoolRef]:
+        """Clause i matches and no higher candidate does: clause i decides."""
+        return [self.match(i), *[z3.Not(self.match(j)) for j in higher]]
+
+    def witness(self, outcome: encode.Sat) -> Event:
+        return self.sym.witness(outcome.model)
+
+    # -- shadowed --------------------------------------------------------------------
+
+    def _check_shadowed(self, i: int, higher: list[int], tied: set) -> bool:
+        if not higher:
+            return False
+        outcome = self.solve([i, *higher], self.decides(i, higher))
+        if isinstance(outcome, encode.Undecided):
+            self._undecided(i, "shadowed", outcome)
+            return False
+        if isinstance(outcome, encode.Sat):
+            return False
+        example = self.solve([i], [self.match(i)])
+        if not isinstance(example, encode.Sat):
+            return False  # matches nothing at all; the language checks report that
+        event = self.witness(example)
+        decision = semantics.decide(self.policy, event)
+        clause = self.ranked[i]
+        if decision.clause is None or decision.clause == clause:
+            return self._bad_witness(SHADOWED, clause, event)
+        winner = decision.clause
+        if winner in tied:
+            return True  # already an error: the contradiction says it all
+        self._report(
+            WARNING, SHADOWED, clause,
+            f"rule at {describe(clause)} is shadowed by {describe(winner)}",
+            event, [winner],
+        )  # fmt: skip
+        return True
+
+    # -- redundant and equal to the default ------------------------------------------
+
+    def _check_redundant(self, i: int, higher: list[int], lower: list[int]) -> None:
+        clause = self.ranked[i]
+        mine = clause_outcome(clause)
+        if mine != self.default and not self._same_outcome(lower, mine):
+            return  # nothing below could decide as this clause does
+        codes = _Codes()
+        without = self.sym.decision(
+            [self.ranked[j] for j in lower], codes(self.default),
+            lambda c: codes(clause_outcome(c)),
+        )  # fmt: skip
+        differs = without != codes(mine)
+        outcome = self.solve([i, *higher, *lower], [*self.decides(i, higher), differs])
+        if isinstance(outcome, encode.Undecided):
+            self._undecided(i, "redundant", outcome)
+            return
+        if isinstance(outcome, encode.Unsat):
+            self._report_redundant(i, higher, lower)
+
+    def _same_outcome(self, lower: list[int], mine) -> bool:
+        return any(clause_outcome(self.ranked[j]) == mine for j in lower)
+
+    def _report_redundant(self, i: int, higher: list[int], lower: list[int]) -> None:
+        clause = self.ranked[i]
+        example = self.solve([i, *higher], self.decides(i, higher))
+        if not isinstance(example, encode.Sat):
+            return
+        event = self.witness(example)
+        rest = _without(self.policy, clause)
+        after = semantics.decide(rest, event)
+        if decision_outcome(after) != clause_outcome(clause):
+            self._bad_witness(REDUNDANT, clause, event)
+            return
+        if after.clause is None:
+            message = (
+                f"rule at {describe(clause)} only restates the {self.area} default "
+                f"({self.policy.default(self.area)})"
+            )
+            self._report(NOTE, EQUALS_DEFAULT, clause, message, event, [])
+            return
+        message = (
+            f"rule at {describe(clause)} is redundant: without it "
+            f"{describe(after.clause)} decides the same"
+        )
+        self._report(WARNING, REDUNDANT, clause, message, event, [after.clause])
+
+    # -- contradictions and partial overrides -----------------------------------------
+
+    def _check_pairs(self, i: int, higher: list[int], tied_only: bool) -> set:
+        """Report contradictions (tied_only) or partial overrides by higher clauses
+        with another outcome; return the clauses reported."""
+        clause = self.ranked[i]
+        key = semantics.order_key(clause)
+        reported = set()
+        for j in higher:
+            other = self.ranked[j]
+            tied = semantics.order_key(other) == key
+            if clause_outcome(other) == clause_outcome(clause) or tied != tied_only:
+                continue
+            above = [k for k in higher if k < j]
+            outcome = self.solve(
+                [i, j, *above], [self.match(i), *self.decides(j, above)]
+            )
+            if isinstance(outcome, encode.Undecided):
+                self._undecided(i, f"overlaps {other.rule.ref}", outcome)
+            elif isinstance(outcome, encode.Sat):
+                self._report_pair(i, j, self.witness(outcome), tied)
+                reported.add(other)
+        return reported
+
+    def _report_pair(self, i: int, j: int, event: Event, tied: bool) -> None:
+        clause, other = self.ranked[i], self.ranked[j]
+        decision = semantics.decide(self.policy, event)
+        if decision.clause != other or clause not in decision.overridden:
+            self._bad_witness(CONTRADICTION if tied else PARTLY_OVERRIDDEN, clause, event)
+            return
+        if tied:
+            message = (
+                f"rules at {describe(other)} and {describe(clause)} overlap with "
+                f"different effects and only the effect orders them "
+                f"({other.rule.effect} wins); give one a priority"
+            )
+            self._report(ERROR, CONTRADICTION, clause, message, event, [other])
+            return
+        message = f"rule at {describe(clause)} is partly overridden by {describe(other)}"
+        self._report(NOTE, PARTLY_OVERRIDDEN, clause, message, event, [other])
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _report(self, severity, code, clause, message, event, others) -> None:
+        shown = format_event(event, subject_keys([clause, *others]))
+        related = tuple(
+            Related(o.rule.loc, f"{_related_role(code)}: {clause_text(o)}") for o in others
+        )
+        self.findings.append(
+            Diagnostic(severity, code, f"{message}: e.g. {shown}", clause.rule.loc, related)
+        )
+
+    def _undecided(self, i: int, question: str, outcome: encode.Undecided) -> None:
+        clause = self.ranked[i]
+        message = (
+            f"undecided: z3 could not tell whether rule at {describe(clause)} "
+            f"{'is ' if question in ('shadowed', 'redundant') else ''}{question} "
+            f"({outcome.reason})"
+        )
+        self.findings.append(Diagnostic(WARNING, UNDECIDED, message, clause.rule.loc))
+
+    def _bad_witness(self, code: str, clause: Clause, event: Event) -> bool:
+        log.error(
+            "internal error: witness %s does not show %s of %s; finding dropped",
+            format_event(event), code, clause.rule.ref,
+        )  # fmt: skip
+        return False
+
+
+class _Codes:
+    """Small integer codes for decision outcomes, made on demand."""
+
+    def __init__(self):
+        self._codes: dict = {}
+
+    def __call__(self, outcome) -> int:
+        return self._codes.setdefault(outcome, len(self._codes))
+
+
+def _without(policy: Policy, clause: Clause) -> Policy:
+    """The policy with one clause removed (its rule keeps its other objects)."""
+    from dataclasses import replace
+
+    rules = []
+    for rule in policy.rules:
+        if rule is not clause.rule:
+            rules.append(rule)
+            continue
+        objects = rule.objects or ()
+        kept = tuple(o for k, o in enumerate(objects) if k != clause.index)
+        if kept:
+            rules.append(replace(rule, objects=kept))
+    return replace(policy, rules=tuple(rules))
+
+
+def subject_keys(clauses: list[Clause]) -> tuple[str, ...]:
+    """The subject keys that some of `clauses` test: the ones a witness must show."""
+    keys = []
+    for clause in clauses:
+        subject = clause.rule.subject
+        keys += [k for k in ("exe", "uid", "cgroup", "ancestor") if getattr(subject, k)]
+        if clause.rule.after is not None:
+            keys.append("taint")
+    return tuple(dict.fromkeys(keys))
+
+
+def _related_role(code: str) -> str:
+    return {
+        SHADOWED: "shadowing rule",
+        REDUNDANT: "decides the same without it",
+        CONTRADICTION: "conflicting rule",
+        PARTLY_OVERRIDDEN: "overriding rule",
+    }.get(code, "related rule")

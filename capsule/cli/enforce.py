@@ -1,0 +1,127 @@
+"""`capsule enforce POLICY|ARTIFACT -- CMD`: run CMD with the policy enforced."""
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from capsule.cli.main import app
+from capsule.errors import CapsuleError
+
+_PASSTHROUGH = {"allow_interspersed_args": False}
+RUNS_DIR = Path("/var/lib/capsule/runs")
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+
+
+def _default_directory() -> Path:
+    # outside the agent's working tree: the run directory is read-only for the agent,
+    # and Landlock would otherwise deny new files next to it
+    return RUNS_DIR / f"enforce-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}"
+
+
+def load_policy_or_artifact(source: Path):
+    """The checked Policy and its files, from a .cap file or an artifact directory."""
+    from capsule.lang import load_policy
+
+    files = [str(source)]
+    if source.is_dir():
+        files = _artifact_sources(source)
+    elif not source.exists():
+        raise CapsuleError(f"failed to read {source}: no such file or directory")
+    policy, diagnostics = load_policy(files)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        from capsule.lang.diagnostics import SourceCache, render_text
+
+        typer.echo(render_text(errors, SourceCache()), err=True, nl=False)
+        raise CapsuleError(f"failed to load policy {source}: {len(errors)} error(s)",
+                           exit_code=1)
+    if source.is_dir():
+        _check_artifact_hash(source, policy)
+    return policy, list(policy.files or files)
+
+
+def _artifact_sources(directory: Path) -> list[str]:
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CapsuleError(f"failed to read artifact {directory}: {err}") from err
+    sources = manifest.get("sources") or []
+    if not sources:
+        raise CapsuleError(f"failed to read artifact {directory}: it names no sources")
+    return list(sources[:1])
+
+
+def _check_artifact_hash(directory: Path, policy) -> None:
+    from capsule.codegen.ir import policy_hash
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    if manifest.get("policy_sha256") != policy_hash(policy):
+        raise CapsuleError(f"failed to use artifact {directory}: its policy sources "
+                           "changed since it was compiled",
+                           hint="recompile it, or pass the .cap file")
+
+
+@app.command(context_settings=_PASSTHROUGH)
+def enforce(
+    policy: Path = typer.Argument(..., metavar="POLICY|ARTIFACT",
+                                  help="A .cap file, or an artifact from capsule compile."),
+    command: list[str] = typer.Argument(..., metavar="-- CMD [ARG...]",
+                                        help="The command to run under the policy."),
+    require: str = typer.Option("best-effort", "--require", metavar="LEVEL",
+                                help="full: refuse to start if any deny rule would be "
+                                     "audit only. best-effort (default): start, and say "
+                                     "so in the coverage report."),
+    backend: str = typer.Option("auto", "--backend",
+                                help="auto, lsm or compat (Landlock, seccomp, cgroup)."),
+    output: Path = typer.Option(None, "--output", "-o", metavar="DIR",
+                                help=f"Run directory (default: {RUNS_DIR}/enforce-...)."),
+    self_protect: bool = typer.Option(True, "--self-protect/--no-self-protect",
+                                      help="Keep the agent away from Capsule itself."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    live: bool = typer.Option(True, "--timeline/--no-timeline",
+                              help="Show denials, audits and kills as they happen."),
+) -> None:
+    """Run CMD with POLICY enforced from its first instruction; exit with its status."""
+    from capsule.runtime import enforce as runtime
+    from capsule.runtime.timeline import Timeline
+
+    if require not in runtime.REQUIRE_LEVELS:
+        raise CapsuleError(f"failed to parse --require {require!r}: expected one of "
+                           f"{', '.join(runtime.REQUIRE_LEVELS)}", exit_code=2)
+    if backend not in runtime.BACKENDS:
+        raise CapsuleError(f"failed to parse --backend {backend!r}: expected one of "
+                           f"{', '.join(runtime.BACKENDS)}", exit_code=2)
+    command = command[1:] if command[:1] == ["--"] else command
+    if not command:
+        raise CapsuleError("failed to parse the command: nothing after --", exit_code=2)
+    resolved, files = load_policy_or_artifact(policy)
+    runtime.select_backend(backend)
+    err = _stderr()
+    request = runtime.EnforceRequest(
+        policy=resolved, policy_files=files + ([str(policy)] if policy.is_dir() else []),
+        command=list(command), directory=output or _default_directory(),
+        require=require, self_protect=self_protect,
+        on_event=Timeline(err).write if live else None,
+        on_coverage=lambda report: err.print(report.render(), markup=False),
+    )
+    result = runtime.CompatRun(request).run()
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2))
+    else:
+        _print_summary(err, result.summary())
+    raise typer.Exit(result.exit_code)
+
+
+def _print_summary(err: Console, summary: dict) -> None:
+    err.print(f"capsule: {summary['command'][0]} exited {summary['exit_code']} after "
+              f"{summary['duration_s']}s: {summary['denied']} denied, "
+              f"{summary['killed']} killed, {summary['audited']} audited", markup=False)
+    for rule, count in summary["by_rule"].items():
+        err.print(f"  {rule}: {count}", markup=False)
+    err.print(f"  run: {summary['store']}", markup=False)

@@ -1,0 +1,155 @@
+"""Policy -> artifact directory: generated C, the .bpf.o, maps.json and manifest.json.
+
+The steps read as the issue lists them: check (done by the caller), IR, C, clang,
+object; then pyelftools reads the object back and checks it against the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from capsule import __version__
+from capsule.codegen import maps, render
+from capsule.codegen.ir import Ir, lower
+from capsule.errors import CapsuleError
+from capsule.events import schema
+from capsule.lang.model import Policy
+
+log = logging.getLogger(__name__)
+
+FORMAT = "capsule-artifact"
+VERSION = 1
+GENERATOR = f"capsule compile {__version__}"
+ROOT = Path(__file__).resolve().parents[2]
+VMLINUX_H = ROOT / "build" / "vmlinux.h"
+ARCHES = {"x86_64": "x86", "aarch64": "arm64"}  # target -> __TARGET_ARCH_ suffix
+LICENSE = "GPL"  # bpf_d_path and bpf_send_signal are GPL-only helpers
+OBJECT, SOURCE, MANIFEST, MAPS = "policy.bpf.o", "policy.bpf.c", "manifest.json", "maps.json"
+_SLEEPABLE = "lsm.s/"
+
+
+@dataclass
+class Artifact:
+    directory: Path
+    ir: Ir
+    manifest: dict
+
+    @property
+    def object(self) -> Path:
+        return self.directory / OBJECT
+
+
+def host_arch() -> str:
+    machine = platform.machine()
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+
+
+def _features(ir: Ir) -> list[str]:
+    found = {"bpf_lsm", "btf", "ringbuf", "sleepable_lsm", "bpf_d_path"}
+    if any(table.prefix for table in ir.areas.values()):
+        found.add("lpm_trie")
+    return sorted(found)
+
+
+def manifest(ir: Ir, arch: str) -> dict:
+    """What the artifact holds and needs; the loader and `check_object` read it."""
+    sizes = {name: (len(kv[0][0]), len(kv[0][1])) for name, kv in maps.contents(ir).items()}
+    return {
+        "format": FORMAT, "version": VERSION, "generator": GENERATOR,
+        "policy_sha256": ir.policy_hash, "sources": list(ir.sources),
+        "target_arch": arch, "license": LICENSE,
+        "kernel_features": _features(ir), "min_kernel": "5.11",
+        "hooks": [{"name": hook, "section": f"{_SLEEPABLE}{hook}",
+                   "decides": [f"{area} {op}" for area, op in pairs]}
+                  for hook, pairs in ir.hooks.items()],
+        "maps": {name: {"key_size": k, "value_size": v} for name, (k, v) in sizes.items()},
+        "rules": ir.rules,
+        "unsupported": [asdict(item) | {"effect": item.effect.value}
+                        for item in ir.unsupported],
+    }  # fmt: skip
+
+
+def ensure_headers(include: Path) -> Path:
+    """vmlinux.h (the kernel's BTF as C) and capsule_events.h, in one include dir."""
+    if not VMLINUX_H.exists():
+        done = subprocess.run(["make", "-C", str(ROOT), "build/vmlinux.h"],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            raise CapsuleError(f"failed to make build/vmlinux.h: {done.stderr.strip()}",
+                               hint="run `make setup`")  # fmt: skip
+    include.mkdir(parents=True, exist_ok=True)
+    schema.write_c_header(include / "capsule_events.h")
+    return include
+
+
+def clang_argv(source: Path, out: Path, arch: str, include: Path) -> list[str]:
+    if arch not in ARCHES:
+        raise CapsuleError(f"failed to compile for {arch}: targets are {', '.join(ARCHES)}")
+    return ["clang", "-target", "bpf", "-O2", "-g", "-Wall", "-Werror",
+            f"-D__TARGET_ARCH_{ARCHES[arch]}", f"-I{include}", f"-I{VMLINUX_H.parent}",
+            "-c", str(source), "-o", str(out)]  # fmt: skip
+
+
+def compile_c(source: Path, out: Path, arch: str) -> None:
+    """clang with CO-RE (-g keeps BTF for relocations); any warning is an error."""
+    include = ensure_headers(out.parent / "include")
+    argv = clang_argv(source, out, arch, include)
+    log.debug("running %s", " ".join(argv))
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        first = done.stderr.strip().splitlines()[0] if done.stderr.strip() else "?"
+        log.error("clang output:\n%s", done.stderr)
+        raise CapsuleError(f"failed to compile {source}: {first}")
+
+
+def check_object(path: Path, manifest: dict) -> list[str]:
+    """Read the object with pyelftools; return what disagrees with the manifest."""
+    problems = []
+    with path.open("rb") as stream:
+        elf = ELFFile(stream)
+        sections = {section.name for section in elf.iter_sections()}
+        for hook in manifest["hooks"]:
+            if hook["section"] not in sections:
+                problems.append(f"section {hook['section']} is missing")
+        license_section = elf.get_section_by_name("license")
+        found = license_section.data().rstrip(b"\0").decode() if license_section else None
+        if found != manifest["license"]:
+            problems.append(f"license is {found!r}, manifest says {manifest['license']!r}")
+        symbols = _map_symbols(elf)
+        problems += [f"map {name} is missing" for name in manifest["maps"]
+                     if name not in symbols]  # fmt: skip
+    return problems
+
+
+def _map_symbols(elf: ELFFile) -> set[str]:
+    maps_index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".maps")
+    symtab = elf.get_section_by_name(".symtab")
+    return {sym.name for sym in symtab.iter_symbols() if sym["st_shndx"] == maps_index}
+
+
+def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:
+    """Lower, render, compile and check one checked policy into the directory `out`."""
+    arch = arch or host_arch()
+    out.mkdir(parents=True, exist_ok=True)
+    ir = lower(policy)
+    for item in ir.unsupported:
+        log.warning("%s: %s %s is not enforced in the kernel: %s", item.ref, item.area,
+                    ",".join(item.ops), item.reason)  # fmt: skip
+    source = out / SOURCE
+    source.write_text(render.render(ir))
+    compile_c(source, out / OBJECT, arch)
+    data = manifest(ir, arch)
+    (out / MAPS).write_text(maps.to_json(ir) + "\n")
+    (out / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
+    problems = check_object(out / OBJECT, data)
+    if problems:
+        raise CapsuleError(f"failed to check {out / OBJECT}: {'; '.join(problems)}")
+    log.info("wrote %s: hooks %s", out, ", ".join(ir.hooks) or "none")
+    return Artifact(out, ir, data)

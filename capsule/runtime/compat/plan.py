@@ -1,0 +1,211 @@
+"""The compat backend's plan: the policy split over Landlock, seccomp and cgroup hooks.
+
+`build_plan` decides, for each clause of the policy, which mechanism enforces it, and
+what the sandboxed child and the runtime must load. Nothing here touches the kernel
+except to read the file tree for Landlock's grants.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from capsule.lang.model import Effect, Location, ObjectPattern, PathGlob, Policy, Rule
+from capsule.runtime.compat import coverage, files, landlock, network, syscalls
+from capsule.runtime.compat.coverage import AUDIT_ONLY, ENFORCED, NOT_NEEDED, OBSERVED
+from capsule.runtime.compat.coverage import PARTIAL, Line, Report
+from capsule.runtime.compat.landlock import FS, Scope
+from capsule.runtime.compat.seccomp import FilterPlan
+
+SELF_PROTECTION = "self-protection"
+_TOP = 1 << 30  # above any priority a policy would write
+_LANDLOCK_OPS = set(files.OP_RIGHTS)
+_CGROUP_OPS = {("network", op) for op in network.OPS}
+
+
+@dataclass
+class Options:
+    protected: list[str] = field(default_factory=list)  # read-only for the agent
+    self_protect: bool = True
+    cgroup: bool = True  # the cgroup sock_addr hooks can be attached
+    tracer: bool = False  # audit rules are observed by the tracer
+    abi: int | None = None  # Landlock ABI; None: ask the kernel
+
+
+@dataclass
+class CompatPlan:
+    policy: Policy  # the user's rules plus self-protection
+    landlock: dict | None  # the child's ruleset, as JSON
+    filter: FilterPlan
+    owner: dict[str, tuple[str, str]]  # syscall -> (area, op)
+    network: network.Table | None
+    report: Report
+    protected: list[str]
+
+    def child_plan(self) -> dict:
+        return {"landlock": self.landlock, "seccomp": self.filter.to_json(),
+                "protected": self.protected}
+
+
+def _rule(line: int, area: str, ops: set[str], objects=()) -> Rule:
+    return Rule(Location(SELF_PROTECTION, line, 1), Effect.DENY, None, area,
+                frozenset(ops), tuple(objects), priority=_TOP,
+                text="capsule self-protection")
+
+
+def protection_rules(protected: list[str]) -> list[Rule]:
+    """Deny bpf(), and mounts over or under the paths the agent must not change."""
+    rules = [_rule(1, "memory", {"bpf"})]
+    if protected:
+        objects = [ObjectPattern({"path": PathGlob.parse(p.rstrip("/") + "/")})
+                   for p in protected]
+        rules.append(_rule(2, "system", {"mount", "umount"}, objects))
+    return rules
+
+
+def build_plan(policy: Policy, options: Options) -> CompatPlan:
+    abi = landlock.abi_version() if options.abi is None else options.abi
+    protected = [os.path.abspath(p) for p in options.protected] + (
+        ["/sys/fs/cgroup", "/sys/fs/bpf"] if options.self_protect else [])
+    extra = protection_rules(protected) if options.self_protect else []
+    full = replace(policy, rules=policy.rules + tuple(extra))
+
+    visible = files.landlock_policy(full)
+    handled = files.handled_rights(visible, landlock.fs_rights(abi)) if abi else FS(0)
+    if abi and _blocks_op(full, "memory", "fileless-exec"):
+        handled |= FS.EXECUTE  # a memfd lies outside every granted tree
+    translation = files.translate(visible, handled)
+    scoped = landlock.scopes(abi) & Scope.SIGNAL if options.self_protect else Scope(0)
+    ruleset = None
+    if handled or scoped:
+        ruleset = {"handled_fs": int(handled), "handled_net": 0, "scoped": int(scoped),
+                   "paths": sorted((p, int(r)) for p, r in translation.grants.items()),
+                   "ports": [], "flags": 0}
+    flt, owner = syscalls.filter_plan(full)
+    table = network.build_table(full) if options.cgroup else None
+
+    lines = [_cover(c, full, abi, handled, translation, options) for c in policy.clauses()]
+    detail = _detail(abi, options)
+    protection = _protection_text(protected, abi, options) if options.self_protect else []
+    report = Report("compat", detail, lines, protection)
+    return CompatPlan(full, ruleset, flt, owner, table, report, protected)
+
+
+def _blocks_op(policy: Policy, area: str, op: str) -> bool:
+    return any(op in c.rule.ops and files.enforced(c.rule).blocks
+               for c in policy.clauses(area))
+
+
+def _detail(abi: int, options: Options) -> str:
+    parts = [f"Landlock ABI {abi}" if abi else "no Landlock", "seccomp"]
+    parts.append("cgroup sock_addr" if options.cgroup else "no cgroup hooks")
+    return ", ".join(parts)
+
+
+def _protection_text(protected: list[str], abi: int, options: Options) -> list[str]:
+    out = [f"read-only for the agent (its own mount namespace): {', '.join(protected)}",
+           "bpf() fails with EPERM (seccomp)",
+           "mount and umount on those paths fail with EPERM (seccomp notification)"]
+    if abi >= 6:
+        out.append("no signals to processes outside the sandbox, the runtime included "
+                   "(Landlock scope)")
+    out.append("no ptrace of processes outside the sandbox (Landlock domain)")
+    return out
+
+
+# -- one coverage line per clause --------------------------------------------------------
+
+
+def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) -> Line:
+    rule = clause.rule
+    effect = files.enforced(rule)
+    blocking = effect.blocks
+    text = coverage.describe(clause)
+
+    def line(status: str, mechanism: str, note: str = "") -> Line:
+        return Line(rule.ref, text, blocking, status, mechanism, note)
+
+    if not blocking:
+        if rule.effect in (Effect.AUDIT, Effect.ESCALATE):
+            if options.tracer:
+                return line(OBSERVED, "tracer timeline")
+            return line(AUDIT_ONLY, "", "not recorded: the tracer is not running")
+        return _cover_allow(clause, handled, translation, line)
+    keys = {(rule.area, op) for op in rule.ops}
+    parts = [_cover_part(clause, key, abi, handled, translation, options) for key in keys]
+    enforced = [p for p in parts if p[0] in (ENFORCED, PARTIAL)]
+    missing = sorted(f"{op} ({why})" for (status, _, why), (_, op) in zip(parts, keys)
+                     if status == AUDIT_ONLY)
+    mechanisms = ", ".join(sorted({p[1] for p in enforced}))
+    notes = sorted({p[2] for p in enforced if p[2]})
+    if rule.effect is Effect.KILL:
+        notes.append("kill: the runtime sends SIGKILL after the denial"
+                     if any(p[1] != "landlock" for p in enforced)
+                     else "denied but not killed (Landlock cannot kill)")
+    if not enforced:
+        return line(AUDIT_ONLY, "", "; ".join(missing))
+    if missing or any(p[0] == PARTIAL for p in enforced):
+        return line(PARTIAL, mechanisms, "; ".join(notes + [f"not: {m}" for m in missing]))
+    return line(ENFORCED, mechanisms, "; ".join(notes))
+
+
+def _cover_allow(clause, handled: FS, translation, line) -> Line:
+    rule = clause.rule
+    rights = FS(0)
+    for op in rule.ops:
+        for entry in files.OP_RIGHTS.get((rule.area, op), []):
+            rights |= entry[0]
+    if not rights & handled:
+        return line(NOT_NEEDED, "")
+    limit = files.landlock_limit(clause)
+    if limit:
+        return line(PARTIAL, "landlock", f"denied for every process: {limit}")
+    return line(ENFORCED, "landlock grant")
+
+
+def _cover_part(clause, key, abi, handled: FS, translation, options):
+    """(status, mechanism, note) for one (area, op) of a blocking clause."""
+    area, op = key
+    if key in _LANDLOCK_OPS:
+        return _cover_landlock(clause, key, abi, handled, translation)
+    if key in syscalls.SYSCALLS:
+        if clause.rule.after is not None:
+            return (AUDIT_ONLY, "", "taints are not followed by the supervisor")
+        how = "seccomp notification"
+        note = "new mount API calls are always denied" if op == "mount" else ""
+        return (ENFORCED, how, note)
+    if key in _CGROUP_OPS:
+        if not options.cgroup:
+            return (AUDIT_ONLY, "", "cgroup hooks are not available")
+        limit = network.cgroup_limit(clause)
+        if limit:
+            return (AUDIT_ONLY, "", limit)
+        return (ENFORCED, f"cgroup sock_addr {op}", "")
+    if key == ("memory", "fileless-exec") and abi:
+        return (ENFORCED, "landlock", "no file outside the tree can be executed")
+    if key == ("creds", "setid-exec"):
+        return (PARTIAL, "no_new_privs", "runs, but without gaining privilege")
+    if key == ("namespace", "cgroup-move") and options.self_protect:
+        return (ENFORCED, "read-only /sys/fs/cgroup", "")
+    return (AUDIT_ONLY, "", "no compat mechanism")
+
+
+def _cover_landlock(clause, key, abi, handled: FS, translation):
+    if not abi:
+        return (AUDIT_ONLY, "", "Landlock is not available")
+    limit = files.landlock_limit(clause)
+    if limit:
+        return (AUDIT_ONLY, "", limit)
+    rights = FS(0)
+    for entry in files.OP_RIGHTS[key]:
+        rights |= entry[0]
+    if not rights & handled:
+        return (AUDIT_ONLY, "", f"this kernel's Landlock ABI {abi} has no right for it")
+    split = set()
+    for right in files.single_rights(rights & handled):
+        split |= translation.split.get(right, set())
+    note = ""
+    if split:
+        shown = ", ".join(sorted(split)[:4]) + (" ..." if len(split) > 4 else "")
+        note = f"over-approximates: new entries in {shown} are denied too"
+    return (ENFORCED, "landlock", note)

@@ -1,0 +1,274 @@
+"""Operations that only a syscall shows: seccomp entries, and the supervisor's decisions.
+
+mount, ptrace, unshare, the setuid family and the like have no Landlock right and no
+cgroup hook. The child's seccomp filter sends these syscalls to the supervisor, which
+reads the arguments, builds the policy Event and decides with the one rule-combining
+semantics, subject conditions included. A syscall whose rules all have no object and
+no subject condition gets its errno in the filter itself, with no round trip.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from capsule.lang import names
+from capsule.lang.model import ANY_OBJECT, DEFAULT_FALLBACK, Clause, Effect, Event, Policy
+from capsule.lang.semantics import Decision, decide
+from capsule.runtime.compat.files import enforced
+from capsule.runtime.compat.seccomp import (PROT_EXEC, PROT_WRITE, ArgMatch, FilterPlan,
+                                            Notification, read_string)
+
+log = logging.getLogger(__name__)
+
+_WX = [ArgMatch(2, PROT_WRITE | PROT_EXEC, PROT_WRITE | PROT_EXEC)]
+_NEW_MOUNT_API = ["fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
+                  "mount_setattr"]
+
+# (area, op) -> {syscall: arguments that must match for the call to concern the op}
+SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
+    ("system", "mount"): {"mount": [], **{name: [] for name in _NEW_MOUNT_API}},
+    ("system", "umount"): {"umount2": []},
+    ("system", "chroot"): {"chroot": []},
+    ("system", "pivot-root"): {"pivot_root": []},
+    ("ipc", "ptrace"): {"ptrace": []},
+    ("ipc", "vm-write"): {"process_vm_writev": []},
+    ("ipc", "pipe"): {"pipe": [], "pipe2": []},
+    ("ipc", "shm"): {"shmget": [], "shmat": []},
+    ("ipc", "msgq"): {"msgget": [], "msgsnd": []},
+    ("ipc", "sem"): {"semget": [], "semop": []},
+    ("namespace", "unshare"): {"unshare": []},
+    ("namespace", "setns"): {"setns": []},
+    ("namespace", "setrlimit"): {"setrlimit": [], "prlimit64": []},
+    ("creds", "setuid"): {n: [] for n in ("setuid", "setreuid", "setresuid", "setfsuid")},
+    ("creds", "setgid"): {
+        n: [] for n in ("setgid", "setregid", "setresgid", "setfsgid", "setgroups")
+    },
+    ("creds", "capset"): {"capset": []},
+    ("memory", "memfd"): {"memfd_create": []},
+    ("memory", "module-load"): {"init_module": [], "finit_module": []},
+    ("memory", "bpf"): {"bpf": []},
+    ("memory", "wx"): {"mmap": _WX, "mprotect": _WX, "pkey_mprotect": _WX},
+    ("process", "setsid"): {"setsid": []},
+    ("signal", "send"): {
+        n: [] for n in ("kill", "tkill", "tgkill", "rt_sigqueueinfo",
+                        "rt_tgsigqueueinfo", "pidfd_send_signal")
+    },
+}
+# clone with a CLONE_NEW* flag: one filter entry per flag, as the filter can only
+# compare masked values for equality
+SYSCALLS[("namespace", "clone")] = {
+    "clone": [ArgMatch(0, flag, flag) for flag in names.NAMESPACES.values()]
+}
+
+
+def _enforced(decision: Decision) -> Effect:
+    return decision.enforced or DEFAULT_FALLBACK
+
+
+def needs_notify(policy: Policy, area: str, op: str) -> bool:
+    """True unless every clause of the op is unconditional (one static verdict)."""
+    for clause in policy.clauses(area):
+        rule = clause.rule
+        if op not in rule.ops:
+            continue
+        if clause.object != ANY_OBJECT or not rule.subject.is_any:
+            return True
+        if rule.effect in (Effect.AUDIT, Effect.KILL, Effect.ESCALATE):
+            return True  # these need the event (and the kill) from the supervisor
+    return False
+
+
+def static_verdict(policy: Policy, area: str, op: str) -> Decision:
+    return decide(policy, Event(area, op, {}))
+
+
+def filter_plan(policy: Policy) -> tuple[FilterPlan, dict[str, tuple[str, str]]]:
+    """The seccomp filter for the ops that have rules, and syscall -> (area, op).
+
+    Every syscall that a rule may deny goes to the supervisor, even when its verdict
+    is fixed: the supervisor names the deciding rule in the timeline, which an errno
+    in the filter could not. These syscalls are rare, so the round trip is cheap.
+    """
+    plan = FilterPlan()
+    owner: dict[str, tuple[str, str]] = {}
+    for (area, op), syscalls in SYSCALLS.items():
+        relevant = any(op in c.rule.ops for c in policy.clauses(area))
+        if not relevant and not policy.default(area).blocks:
+            continue
+        if not needs_notify(policy, area, op):
+            if not _enforced(static_verdict(policy, area, op)).blocks:
+                continue  # allowed whatever the arguments: nothing to filter
+        for name, matches in syscalls.items():
+            owner[name] = (area, op)
+            plan.notify.setdefault(name, []).extend(matches)
+    if owner.get("clone") == ("namespace", "clone"):
+        # clone3 passes its flags in memory that a filter cannot read: make the C
+        # library fall back to clone, whose flags the filter sees
+        plan.errno["clone3"] = errno.ENOSYS
+    return plan, owner
+
+
+# -- the supervisor's side ---------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """A decision on one notified syscall, ready for the timeline."""
+
+    event: dict
+    effect: Effect
+    rule: str | None
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def _ppid_uid(pid: int) -> tuple[int, int | None]:
+    ppid, uid = 0, None
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("PPid:"):
+                    ppid = int(line.split()[1])
+                elif line.startswith("Uid:"):
+                    uid = int(line.split()[1])
+    except OSError:
+        pass
+    return ppid, uid
+
+
+def _ancestors(pid: int) -> tuple[str, ...]:
+    found, seen = [], set()
+    ppid, _ = _ppid_uid(pid)
+    while ppid > 1 and ppid not in seen:
+        seen.add(ppid)
+        exe = _exe(ppid)
+        if exe:
+            found.append(exe)
+        ppid, _ = _ppid_uid(ppid)
+    return tuple(found)
+
+
+def _uid_args(values: tuple[int, ...]) -> list[dict]:
+    # (uid_t)-1 means "leave unchanged": not a uid the call sets
+    return [{"uid": v} for v in values if v & 0xFFFFFFFF != 0xFFFFFFFF]
+
+
+def _ns_flags(flags: int) -> list[dict]:
+    return [{"ns": name} for name, bit in names.NAMESPACES.items() if flags & bit]
+
+
+def _mount_flags(flags: int) -> set[str]:
+    return {name for name, bit in names.MOUNT_FLAGS.items() if flags & bit}
+
+
+def _fields(syscall: str, note: Notification) -> list[dict] | None:
+    """The policy fields of the call; one dict per value the call sets; None when the
+    arguments cannot be read (then only rules without objects can allow it)."""
+    a, pid = note.args, note.pid
+    if syscall == "mount":
+        return [{"path": read_string(pid, a[1]), "fstype": read_string(pid, a[2]),
+                 "flags": _mount_flags(a[3])}]
+    if syscall in ("umount2", "chroot", "pivot_root"):
+        return [{"path": read_string(pid, a[0])}]
+    if syscall in ("ptrace", "process_vm_writev"):
+        if syscall == "ptrace":
+            target = _ppid_uid(pid)[0] if a[0] == 0 else a[1]  # 0: PTRACE_TRACEME
+        else:
+            target = a[0]
+        return [{"target": _exe(target & 0xFFFFFFFF)}]
+    if syscall in ("unshare", "clone"):
+        return _ns_flags(a[0]) or [{}]
+    if syscall == "setns":
+        return _ns_flags(a[1]) or None
+    if syscall in ("setuid", "setfsuid", "setreuid", "setresuid"):
+        count = {"setuid": 1, "setfsuid": 1, "setreuid": 2, "setresuid": 3}[syscall]
+        return _uid_args(a[:count]) or [{}]
+    if syscall in ("setgid", "setfsgid", "setregid", "setresgid"):
+        count = {"setgid": 1, "setfsgid": 1, "setregid": 2, "setresgid": 3}[syscall]
+        return [{"gid": u["uid"]} for u in _uid_args(a[:count])] or [{}]
+    if syscall in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        target, sig = (a[1], a[2]) if syscall in ("tgkill", "rt_tgsigqueueinfo") else (
+            a[0], a[1])
+        target = target & 0xFFFFFFFF
+        if target == 0 or target >= 0x80000000:  # a process group or everyone
+            return None
+        return [{"signal": sig & 0xFF, "target": _exe(target)}]
+    return None
+
+
+def _unreadable_blocks(policy: Policy, area: str, op: str) -> Clause | None:
+    """A blocking clause with an object: with unreadable arguments it may match."""
+    for clause in policy.clauses(area):
+        if op in clause.rule.ops and enforced(clause.rule).blocks:
+            return clause
+    return None
+
+
+def make_decider(policy: Policy, owner: dict[str, tuple[str, str]],
+                 report: Callable[[Verdict], None]) -> Callable[[Notification], int | None]:
+    """The supervisor's callback: decide, report the event, answer the kernel."""
+    from capsule.runtime.names import syscall_name
+
+    def decide_one(note: Notification) -> int | None:
+        syscall = syscall_name(note.nr)
+        area, op = owner.get(syscall, ("system", "?"))
+        verdict = _decide(policy, area, op, syscall, note)
+        if verdict.effect is not Effect.ALLOW:
+            report(verdict)
+        if verdict.effect is Effect.KILL:
+            _kill(note.pid)
+        return errno.EPERM if verdict.effect.blocks else None
+
+    return decide_one
+
+
+def _decide(policy: Policy, area: str, op: str, syscall: str,
+            note: Notification) -> Verdict:
+    exe = _exe(note.pid)
+    _, uid = _ppid_uid(note.pid)
+    base = {"area": area, "op": op, "pid": note.pid, "syscall": syscall, "exe": exe,
+            "uid": uid}
+    subject = dict(exe=exe, ancestors=_ancestors(note.pid), uid=uid)
+    field_sets = _fields(syscall, note)
+    if field_sets is None:
+        clause = _unreadable_blocks(policy, area, op)
+        if clause is not None:
+            return Verdict(base, enforced(clause.rule), clause.rule.ref)
+        field_sets = [{}]
+    strongest: tuple[Effect, str | None, dict] = (Effect.ALLOW, None, {})
+    for fields in field_sets:
+        decision = decide(policy, Event(area, op, fields, **subject))
+        effect = _enforced(decision)
+        if decision.effect in (Effect.AUDIT, Effect.ESCALATE) and not effect.blocks:
+            effect = Effect.AUDIT  # allowed, and recorded
+        if effect.rank >= strongest[0].rank:
+            ref = decision.clause.rule.ref if decision.clause else f"default:{area}"
+            strongest = (effect, ref, fields)
+    event = base | {EVENT_KEYS.get(k, k): _plain(v) for k, v in strongest[2].items()}
+    return Verdict(event, strongest[0], strongest[1])
+
+
+# policy field -> event key, where the policy's name is taken by the event header
+EVENT_KEYS = {"uid": "new_uid", "gid": "new_gid", "flags": "mount_flags",
+              "target": "target_exe", "signal": "sig", "to": "new_path"}
+
+
+def _plain(value):
+    return sorted(value) if isinstance(value, set) else value
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,327 @@
+"""`capsule enforce`: run one command with the policy enforced from its first instruction.
+
+The steps: choose a backend from what the kernel can load; plan the enforcement and
+show its coverage; create the agent's cgroup and attach the cgroup hooks; fork the
+command, held before exec, and place it in the cgroup; release it into the sandbox
+shim, which restricts itself (Landlock, seccomp) and only then executes the command;
+answer seccomp notifications and stream every denial, audit and kill into the
+timeline until the process tree has exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capsule.cli import exitcodes
+from capsule.errors import CapsuleError
+from capsule.events.schema import FLAGS
+from capsule.lang.model import Policy
+from capsule.runtime.compat import landlock
+from capsule.runtime.compat.cgroup import AgentCgroup, cgroup2_root
+from capsule.runtime.compat.coverage import Report
+from capsule.runtime.compat.plan import CompatPlan, Options, build_plan
+from capsule.runtime.compat.seccomp import Supervisor
+from capsule.runtime.compat.syscalls import Verdict, make_decider
+from capsule.runtime.session import exit_code_of, spawn_held
+from capsule.runtime.store import RunStore
+
+log = logging.getLogger(__name__)
+
+REQUIRE_LEVELS = ("best-effort", "full")
+DEFAULT_REQUIRE = "best-effort"
+BACKENDS = ("auto", "lsm", "compat")
+POLL_S = 0.1
+HANDSHAKE_S = 30.0
+_VERDICT_FLAGS = {"deny": FLAGS["DENIED"], "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
+                  "audit": FLAGS["AUDIT"], "escalate": FLAGS["AUDIT"]}
+
+
+# -- choosing a backend ---------------------------------------------------------------
+
+
+def lsm_available() -> tuple[bool, str]:
+    """Can BPF LSM programs run here? They need "bpf" among the active LSMs."""
+    path = Path("/sys/kernel/security/lsm")
+    if not path.exists():
+        _mount_securityfs()
+    try:
+        active = path.read_text().strip().split(",")
+    except OSError:
+        return False, "the active LSM list is unreadable (securityfs not mounted)"
+    if "bpf" not in active:
+        return False, f"'bpf' is not an active LSM ({','.join(active)})"
+    if not _lsm_programs_load():
+        return False, "the kernel refuses to load BPF LSM programs (bpftool feature probe)"
+    return True, "BPF LSM programs load"
+
+
+def _lsm_programs_load() -> bool:
+    """Ask the kernel: an active "bpf" LSM can still refuse LSM programs (EPERM)."""
+    import subprocess
+
+    try:
+        probe = subprocess.run(["bpftool", "feature", "probe", "kernel"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "program_type lsm is available" in probe.stdout
+
+
+def _mount_securityfs() -> None:
+    import subprocess
+
+    result = subprocess.run(["mount", "-t", "securityfs", "securityfs",
+                             "/sys/kernel/security"], capture_output=True, text=True)
+    if result.returncode != 0:
+        log.debug("failed to mount securityfs: %s", result.stderr.strip())
+
+
+def compat_available() -> tuple[bool, str]:
+    abi = landlock.abi_version()
+    if abi == 0:
+        return False, "Landlock is not available"
+    return True, f"Landlock ABI {abi}"
+
+
+def select_backend(requested: str) -> str:
+    """The backend to use; `auto` prefers lsm and falls back to compat."""
+    lsm_ok, lsm_why = lsm_available()
+    if requested == "lsm" and not lsm_ok:
+        raise CapsuleError(f"failed to select the lsm backend: {lsm_why}",
+                           hint="use --backend compat (Landlock, seccomp, cgroup hooks)")
+    if requested == "lsm" or (requested == "auto" and lsm_ok):
+        raise CapsuleError("failed to select the lsm backend: capsule enforce runs only "
+                           "the compat backend so far",
+                           hint="use --backend compat")
+    compat_ok, compat_why = compat_available()
+    if not compat_ok:
+        raise CapsuleError(f"failed to select the compat backend: {compat_why}",
+                           hint="boot with lsm=...,landlock on the kernel command line")
+    log.info("backend compat: %s; lsm unavailable: %s", compat_why, lsm_why)
+    return "compat"
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class EnforceResult:
+    command: list[str]
+    exit_code: int
+    directory: Path
+    verdicts: Counter = field(default_factory=Counter)  # deny/audit/kill -> count
+    rules: Counter = field(default_factory=Counter)  # file:line -> count
+    duration_s: float = 0.0
+    exec_error: str | None = None
+
+    def summary(self) -> dict:
+        return {
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "exec_error": self.exec_error,
+            "duration_s": round(self.duration_s, 3),
+            "denied": self.verdicts["deny"],
+            "killed": self.verdicts["kill"],
+            "audited": self.verdicts["audit"],
+            "by_rule": dict(self.rules.most_common()),
+            "store": str(self.directory / "run.db"),
+            "jsonl": str(self.directory / "events.jsonl"),
+        }
+
+
+@dataclass
+class EnforceRequest:
+    policy: Policy
+    policy_files: list[str]
+    command: list[str]
+    directory: Path
+    require: str = DEFAULT_REQUIRE
+    self_protect: bool = True
+    on_event: Callable[[dict], None] | None = None
+    on_coverage: Callable[[Report], None] | None = None
+
+
+def plan(request: EnforceRequest, cgroup: bool) -> CompatPlan:
+    protected = list(request.policy_files) + [str(request.directory)]
+    options = Options(protected=protected, self_protect=request.self_protect,
+                      cgroup=cgroup, tracer=False)
+    return build_plan(request.policy, options)
+
+
+def check_require(report: Report, require: str) -> None:
+    missing = report.audit_only_denials()
+    if require == "full" and missing:
+        refs = ", ".join(line.ref for line in missing)
+        raise CapsuleError(f"failed to start with --require full: {len(missing)} deny "
+                           f"rule(s) would be audit only ({refs})",
+                           hint="see the coverage report above, or use the lsm backend")
+
+
+class CompatRun:
+    """One command under the compat backend, from planning to the last event."""
+
+    def __init__(self, request: EnforceRequest) -> None:
+        self.request = request
+        self.result = EnforceResult(request.command, exitcodes.CAPSULE_FAILED,
+                                    request.directory)
+        self.cgroup: AgentCgroup | None = None
+        self.net = None
+        self.supervisor: Supervisor | None = None
+        self.store: RunStore | None = None
+
+    def run(self) -> EnforceResult:
+        started = time.monotonic()
+        request = self.request
+        want_cgroup = cgroup2_root() is not None and _net_guard_module() is not None
+        compat = plan(request, cgroup=want_cgroup)
+        if request.on_coverage:
+            request.on_coverage(compat.report)
+        check_require(compat.report, request.require)
+
+        self.store = RunStore(request.directory)
+        self.store.set_meta(command=request.command, started_at=time.time(),
+                            t0_ns=time.monotonic_ns(), backend="compat",
+                            coverage=compat.report.to_json())
+        try:
+            self._run(compat)
+        finally:
+            self.result.duration_s = time.monotonic() - started
+            self._cleanup()
+        return self.result
+
+    def _run(self, compat: CompatPlan) -> None:
+        # the agent's cgroup and its hooks are in place before the command exists
+        if compat.network is not None:
+            self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
+            self.net = _net_guard_module().SockGuard(compat.network, self.cgroup,
+                                                     self._report)
+        plan_fd = _plan_memfd(compat.child_plan())
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.set_inheritable(child_sock.fileno(), True)
+        argv = _shim_argv(plan_fd, child_sock.fileno(), self.request.command)
+        pid, go_w, err_r = spawn_held(argv, None)
+        os.close(plan_fd)
+        child_sock.close()
+        try:
+            if self.cgroup is not None:
+                self.cgroup.add(pid)
+            os.write(go_w, b"x")  # released into the shim, which sandboxes itself
+        finally:
+            os.close(go_w)
+        notify_fd = _receive_notify_fd(parent_sock)
+        if notify_fd is not None:
+            decider = make_decider(compat.policy, compat.owner, self._report_verdict)
+            self.supervisor = Supervisor(notify_fd, decider)
+            self.supervisor.start()
+        status = self._wait(pid)
+        self.result.exit_code = exit_code_of(status)
+        _read_exec_error(err_r, self.result)
+
+    def _wait(self, pid: int) -> int:
+        status = None
+        while True:
+            if self.net is not None:
+                self.net.poll(int(POLL_S * 1000))
+            else:
+                time.sleep(POLL_S)
+            if status is None:
+                done, raw = os.waitpid(pid, os.WNOHANG)
+                status = raw if done else None
+            if status is not None and not (self.cgroup and self.cgroup.pids()):
+                return status
+
+    def _report_verdict(self, verdict: Verdict) -> None:
+        event = dict(verdict.event)
+        event["verdict"] = str(verdict.effect)
+        event["rule"] = verdict.rule
+        self._report(event)
+
+    def _report(self, event: dict) -> None:
+        """Every denial, audit and kill passes here: into the store and the timeline."""
+        event.setdefault("ts_ns", time.monotonic_ns())
+        event.setdefault("comm", _comm(event.get("pid")))
+        event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(event["verdict"], 0)
+        self.result.verdicts[event["verdict"]] += 1
+        self.result.rules[event.get("rule") or "?"] += 1
+        if self.store is not None:
+            self.store.add(event)
+        if self.request.on_event is not None:
+            self.request.on_event(event)
+
+    def _cleanup(self) -> None:
+        if self.net is not None:
+            self.net.poll(0)
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self.net is not None:
+            self.net.close()
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
+        if self.store is not None:
+            self.store.set_meta(finished_at=time.time(), summary=self.result.summary())
+            self.store.close()
+
+
+def _net_guard_module():
+    try:
+        from capsule.runtime.compat import sockguard
+    except ImportError as err:  # libbpf.py is not there yet
+        log.warning("network rules are audit only: %s", err)
+        return None
+    return sockguard
+
+
+def _plan_memfd(plan: dict) -> int:
+    import json
+
+    fd = os.memfd_create("capsule-plan", 0)  # inheritable: the shim reads it
+    os.write(fd, json.dumps(plan).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def _shim_argv(plan_fd: int, sock_fd: int, command: list[str]) -> list[str]:
+    # a private mount namespace: the read-only binds of protected paths stay inside it
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            sys.executable, "-m", "capsule.runtime.compat.shim", str(plan_fd),
+            str(sock_fd), "--", *command]
+
+
+def _receive_notify_fd(sock: socket.socket) -> int | None:
+    sock.settimeout(HANDSHAKE_S)
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    except (OSError, TimeoutError):
+        msg, fds = b"", []
+    finally:
+        sock.close()
+    if msg != b"ready":
+        return None  # the shim failed; it said why on stderr and exits 125
+    return fds[0] if fds else None
+
+
+def _read_exec_error(err_r: int, result: EnforceResult) -> None:
+    data = os.read(err_r, 512).decode(errors="replace")
+    os.close(err_r)
+    if data:
+        code, _, reason = data.partition(" ")
+        result.exit_code = int(code)
+        result.exec_error = reason
+
+
+def _comm(pid: int | None) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

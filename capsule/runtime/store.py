@@ -1,0 +1,190 @@
+"""The run store: every event of a run in SQLite (the default) and in JSONL.
+
+A run directory holds `run.db` (tables `run`, `events`, `drops`) and `events.jsonl`
+(one JSON object per event, the same object as `events.data`). docs/events.md
+describes both. Drops counted by the kernel are stored too, so that a reader of the
+store can tell a quiet run from a lossy one.
+"""
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from capsule.errors import CapsuleError
+from capsule.runtime.escape import json_safe
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "run.db"
+JSONL_NAME = "events.jsonl"
+STORE_VERSION = 1
+_BATCH = 4096
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    area TEXT NOT NULL,
+    op TEXT NOT NULL,
+    pid INTEGER, tid INTEGER, ppid INTEGER, uid INTEGER,
+    comm TEXT, flags INTEGER, verdict TEXT, depth INTEGER,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drops (ts_ns INTEGER NOT NULL, total INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_area ON events (area, ts_ns);
+CREATE INDEX IF NOT EXISTS events_by_pid ON events (pid, ts_ns);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_ns);
+"""
+_INSERT = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _jsonable(value):
+    if isinstance(value, str):
+        return json_safe(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def encode(event: dict) -> bytes:
+    """One event as a JSON object on one line, valid UTF-8.
+
+    Bytes become hex; a string holding bytes that are not UTF-8 is stored escaped.
+    """
+    try:
+        return orjson.dumps(event)
+    except TypeError:  # bytes, or a str with lone surrogates: the slow path
+        return orjson.dumps(_jsonable(event))
+
+
+def to_json(event: dict) -> str:
+    return encode(event).decode()
+
+
+class RunStore:
+    """Writes one run: events, drops and metadata."""
+
+    def __init__(self, directory: Path, jsonl: bool = True) -> None:
+        self.directory = directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.db_path = directory / DB_NAME
+            self.db_path.unlink(missing_ok=True)  # a run directory holds one run
+            self._db = sqlite3.connect(self.db_path, isolation_level=None)
+            self._jsonl = open(directory / JSONL_NAME, "wb") if jsonl else None
+        except (OSError, sqlite3.Error) as err:
+            raise CapsuleError(f"failed to create run store {directory}: {err}") from err
+        # a crash loses at most the last batch; the store is rebuilt per run anyway
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self._db.execute(f"PRAGMA user_version={STORE_VERSION}")
+        self._rows: list[tuple] = []
+        self._seq = 0
+        self.count = 0
+
+    def set_meta(self, **values) -> None:
+        rows = [(key, json.dumps(_jsonable(value))) for key, value in values.items()]
+        self._db.executemany("INSERT OR REPLACE INTO run VALUES (?, ?)", rows)
+
+    def add(self, event: dict) -> None:
+        self._seq += 1
+        event["seq"] = self._seq
+        data = encode(event)
+        self._rows.append((
+            self._seq, event["ts_ns"], event.get("area", "?"), event.get("op", "?"),
+            event.get("pid"), event.get("tid"), event.get("ppid"), event.get("uid"),
+            json_safe(event.get("comm", "")), event.get("flags", 0),
+            event.get("verdict"), event.get("depth", 0), data.decode(),
+        ))
+        if self._jsonl is not None:
+            self._jsonl.write(data + b"\n")
+        if len(self._rows) >= _BATCH:
+            self.flush()
+
+    def record_drops(self, total: int, ts_ns: int) -> None:
+        """The kernel's cumulative count of events it could not deliver."""
+        self._db.execute("INSERT INTO drops VALUES (?, ?)", (ts_ns, total))
+
+    def flush(self) -> None:
+        if self._rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(_INSERT, self._rows)
+            self.count += len(self._rows)
+            self._rows.clear()
+        if self._jsonl is not None:
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("PRAGMA journal_mode=DELETE")
+        self._db.close()
+
+
+class RunReader:
+    """Reads a stored run back for `capsule timeline`."""
+
+    def __init__(self, path: Path) -> None:
+        if path.is_dir():
+            path = path / DB_NAME
+        if not path.is_file():
+            raise CapsuleError(f"failed to open run {path}: no such file",
+                               hint="pass the run.db written by `capsule trace -o DIR`")
+        try:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            self._db.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+        except sqlite3.Error as err:
+            raise CapsuleError(f"failed to open run {path}: {err}") from err
+        if version != STORE_VERSION:
+            raise CapsuleError(f"failed to open run {path}: store version {version}, "
+                               f"expected {STORE_VERSION}")
+        self.path = path
+
+    def meta(self) -> dict:
+        rows = self._db.execute("SELECT key, value FROM run").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def drops(self) -> int:
+        row = self._db.execute("SELECT max(total) FROM drops").fetchone()
+        return row[0] or 0
+
+    def events(self, areas: list[str] | None = None, pids: list[int] | None = None,
+               since_ns: int | None = None, until_ns: int | None = None) -> Iterator[dict]:
+        """Stored events in kernel order, filtered; times are CLOCK_MONOTONIC ns."""
+        where, args = [], []
+        if areas:
+            where.append(f"area IN ({','.join('?' * len(areas))})")
+            args += areas
+        if pids:
+            where.append(f"pid IN ({','.join('?' * len(pids))})")
+            args += pids
+        if since_ns is not None:
+            where.append("ts_ns >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            where.append("ts_ns <= ?")
+            args.append(until_ns)
+        sql = "SELECT data FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for (data,) in self._db.execute(sql + " ORDER BY seq", args):
+            yield orjson.loads(data)
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT area, count(*) FROM events GROUP BY area")
+        return dict(rows.fetchall())
+
+    def close(self) -> None:
+        self._db.close()

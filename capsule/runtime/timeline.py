@@ -1,0 +1,219 @@
+"""The terminal timeline: one line per event, indented by process tree.
+
+Lines are built as rich `Text` pieces, never as markup, and every name the traced
+program chose passes through `escape`: a file called "x\\n[fake line]" stays on its
+own line and cannot recolour or forge anything.
+"""
+
+import shlex
+
+from rich.console import Console
+from rich.text import Text
+
+from capsule.runtime.escape import escape
+from capsule.events.schema import flag_names
+
+AREA_STYLES = {
+    "process": "cyan",
+    "network": "blue",
+    "file": "green",
+    "creds": "magenta",
+    "memory": "red",
+    "ipc": "yellow",
+    "device": "bright_magenta",
+    "system": "bright_red",
+    "namespace": "bright_blue",
+    "signal": "bright_yellow",
+}
+VERDICT_STYLES = {
+    "kill": "bold white on red",
+    "deny": "bold red",
+    "escalate": "bold yellow",
+    "audit": "yellow",
+    "allow": "dim",
+}
+INDENT = "  "
+
+
+def _quote(arg: str) -> str:
+    safe = escape(arg)
+    return shlex.quote(safe) if safe == arg else "'" + safe + "'"
+
+
+def _command_line(event: dict) -> str:
+    argv = event.get("argv") or [event.get("filename") or event.get("exe") or "?"]
+    text = " ".join(_quote(a) for a in argv)
+    if event.get("interpreter"):
+        text += f"  (script, via {escape(event['interpreter'])})"
+    return text
+
+
+def _path(event: dict) -> str:
+    path = event.get("path") or event.get("fd_path") or ""
+    if event.get("new_path"):
+        return f"{escape(path)} -> {escape(event['new_path'])}"
+    return escape(path)
+
+
+def _file(event: dict) -> str:
+    text = _path(event)
+    if event.get("op") == "chmod":
+        text += f" mode={event.get('arg', 0):04o}"
+    elif event.get("op") == "chown":
+        text += f" owner={event.get('owner_uid')}:{event.get('owner_gid')}"
+    elif event.get("persist"):
+        text += f" (persistence: {event['persist']})"
+    return text
+
+
+def _network(event: dict) -> str:
+    text = escape(event.get("address") or "")
+    proto = event.get("proto")
+    text = f"{proto} {text}" if proto and proto != "0" else text
+    if event.get("op") in ("send", "unix-send") and event.get("send_len"):
+        text += f" {event['send_len']} bytes"
+    return text.strip()
+
+
+def _process(event: dict) -> str:
+    op = event.get("op")
+    if op == "exec":
+        return _command_line(event)
+    if op == "fork":
+        return f"child {event.get('child_pid')}"
+    if op == "exit":
+        return f"code {event.get('exit_code')}"
+    return ""
+
+
+def _signal(event: dict) -> str:
+    target = event.get("target_pid", "?")
+    comm = event.get("target_comm")
+    who = f"{target} ({escape(comm)})" if comm else str(target)
+    return f"{event.get('signal_name', event.get('sig'))} -> {who}"
+
+
+def _creds(event: dict) -> str:
+    ids = (f"uid={event.get('new_uid')} euid={event.get('new_euid')} "
+           f"gid={event.get('new_gid')} egid={event.get('new_egid')}")
+    caps = event.get("caps")
+    return ids + (" caps=" + ",".join(caps) if caps else "")
+
+
+def _memory(event: dict) -> str:
+    text = _path(event)
+    if event.get("prot_text"):
+        text += f" prot={event['prot_text']} len={event.get('length', 0)}"
+    return text.strip()
+
+
+def _ipc(event: dict) -> str:
+    if event.get("family") is not None:
+        return _network(event)
+    parts = [escape(event["name"])] if event.get("name") else []
+    if event.get("target_pid"):
+        who = event.get("target_comm")
+        parts.append(f"target {event['target_pid']}" + (f" ({escape(who)})" if who else ""))
+    if event.get("op") == "pipe":
+        parts.append(f"fds {event.get('fd0')},{event.get('fd1')}")
+    elif event.get("key"):
+        parts.append(f"key {event['key']:#x}")
+    return " ".join(parts)
+
+
+def _device(event: dict) -> str:
+    kind = event.get("device_class") or "device"
+    return f"{_path(event)} ({kind} {event.get('device', '?')})"
+
+
+def _system(event: dict) -> str:
+    if event.get("op") == "persist":
+        return f"{escape(event.get('path', ''))} ({event.get('persist')})"
+    if event.get("op") == "mount":
+        source, fstype = escape(event.get("source", "")), escape(event.get("fstype", ""))
+        return f"{source} on {_path(event)} type {fstype}"
+    return _path(event)
+
+
+def _namespace(event: dict) -> str:
+    op, spaces = event.get("op"), ",".join(event.get("namespaces") or ())
+    if op == "setrlimit":
+        return (f"{event.get('resource_name')} cur={event.get('rlim_cur')} "
+                f"max={event.get('rlim_max')}")
+    if op == "cgroup-move":
+        return f"{event.get('target_pid')} -> {escape(event.get('cgroup_path', ''))}"
+    if op == "clone":
+        return f"child {event.get('child_pid')} new {spaces}"
+    return spaces
+
+
+_DESCRIBE = {
+    "process": _process, "network": _network, "file": _file, "creds": _creds,
+    "memory": _memory, "ipc": _ipc, "device": _device, "system": _system,
+    "namespace": _namespace, "signal": _signal,
+}
+
+
+def describe(event: dict) -> str:
+    """The readable detail of one event (escaped, single line)."""
+    text = _DESCRIBE.get(event.get("area"), _path)(event)
+    if event.get("error"):
+        text += f" = {event.get('error_name') or -event['error']}"
+    return text
+
+
+def verdict_of(event: dict) -> str | None:
+    if event.get("verdict"):
+        return event["verdict"]
+    names = flag_names(event.get("flags", 0))
+    for flag, verdict in (("KILLED", "kill"), ("DENIED", "deny"), ("AUDIT", "audit")):
+        if flag in names:
+            return verdict
+    return None
+
+
+def render(event: dict, t0_ns: int) -> Text:
+    """One timeline line for one event."""
+    area = event.get("area", "?")
+    line = Text(no_wrap=True, overflow="ignore")
+    line.append(f"{(event['ts_ns'] - t0_ns) / 1e9:10.6f} ", style="dim")
+    line.append(f"{event.get('pid', 0):>7} ", style="dim")
+    line.append(INDENT * event.get("depth", 0))
+    line.append(f"{escape(event.get('comm', '')):<15} ", style="bold")
+    line.append(f"{area:<9} ", style=AREA_STYLES.get(area, ""))
+    line.append(f"{event.get('op', '?'):<12} ", style=AREA_STYLES.get(area, ""))
+    line.append(describe(event))
+    _append_markers(line, event)
+    return line
+
+
+def _append_markers(line: Text, event: dict) -> None:
+    verdict = verdict_of(event)
+    if verdict and verdict != "allow":
+        line.append(" ")
+        line.append(f"[{verdict.upper()}]", style=VERDICT_STYLES.get(verdict, "bold"))
+        if event.get("rule"):
+            line.append(f" {escape(event['rule'])}", style="dim")
+    if "TRUNCATED" in flag_names(event.get("flags", 0)):
+        line.append(" [truncated...]", style="dim italic")
+    if event.get("derived_from"):
+        line.append(f" (from {event['derived_from']})", style="dim")
+
+
+class Timeline:
+    """Writes timeline lines to a console (a terminal, or a file without colour)."""
+
+    def __init__(self, console: Console, t0_ns: int = 0) -> None:
+        self.console = console
+        self.t0_ns = t0_ns
+
+    def write(self, event: dict) -> None:
+        if not self.t0_ns:
+            self.t0_ns = event["ts_ns"]
+        self.console.print(render(event, self.t0_ns), soft_wrap=True, highlight=False)
+
+
+def file_console(stream) -> Console:
+    """A console that writes plain lines to a file: no colour, no wrapping."""
+    return Console(file=stream, no_color=True, color_system=None, width=10_000,
+                   soft_wrap=True, emoji=False, highlight=False)

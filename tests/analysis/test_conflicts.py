@@ -1,0 +1,227 @@
+"""Conflict findings: a table of small policies with the findings each must give, and
+a replay of every printed witness through semantics.decide."""
+
+import dataclasses
+
+import pytest
+from policies import policy, rule
+
+from capsule.analysis import conflicts
+from capsule.analysis.conflicts import Limits, analyze
+from capsule.analysis.eventtext import parse_event
+from capsule.lang import semantics
+
+R = rule
+
+# name -> (policy, expected {(code, line)}, defaults)
+CASES = {
+    "issue example: deny below an allow of higher priority is shadowed": (
+        [R(5, "allow", "file", "read", "/home/**", priority=1),
+         R(12, "deny", "file", "read", "/home/*/.ssh/**")],
+        {("shadowed-rule", 12)},
+    ),
+    "exception inside a broader rule is fine (only partly overridden)": (
+        [R(5, "allow", "file", "read", "/home/**"),
+         R(12, "deny", "file", "read", "/home/*/.ssh/**")],
+        {("partly-overridden", 5), ("equals-default", 5)},
+    ),
+    "same pattern, different effect: contradiction": (
+        [R(1, "deny", "file", "write", "/etc/**"),
+         R(2, "allow", "file", "write", "/etc/**")],
+        {("contradiction", 2)},
+    ),
+    "* and ? tie in specificity and overlap: contradiction": (
+        [R(1, "deny", "file", "read", "/tmp/*"),
+         R(2, "allow", "file", "read", "/tmp/?")],
+        {("contradiction", 2)},
+    ),
+    "different operations never conflict": (
+        [R(1, "deny", "file", "write", "/etc/**"),
+         R(2, "allow", "file", "read", "/etc/**")],
+        {("equals-default", 2)},
+    ),
+    "prefix boundary: /tmp* and /tmp/** are disjoint": (
+        [R(1, "deny", "file", "read", "/tmp*"),
+         R(2, "deny", "file", "read", "/tmp/**", priority=5)],
+        set(),
+    ),
+    "the directory itself keeps a trailing-slash rule alive": (
+        [R(1, "deny", "file", "read", "/tmp/"),
+         R(2, "allow", "file", "read", "/tmp/**")],
+        {("partly-overridden", 1)},
+    ),
+    "a ** rule does not cover the directory itself: no shadowing": (
+        [R(1, "allow", "file", "read", "/srv/**", priority=3),
+         R(2, "deny", "file", "read", "/srv/")],
+        {("partly-overridden", 2)},
+    ),
+    "unicode paths": (
+        [R(1, "allow", "file", "read", "/home/**", priority=1),
+         R(2, "deny", "file", "read", "/home/*/Résumé ☃/**")],
+        {("shadowed-rule", 2)},
+    ),
+    "regex metacharacters are literal: f.o does not cover fxo": (
+        [R(1, "deny", "file", "read", "/a/f.o/**"),
+         R(2, "deny", "file", "read", "/a/f[x]o/**"),
+         R(3, "allow", "file", "read", "/a/fxo/**", priority=1)],
+        {("equals-default", 3)},
+    ),
+    "a narrower duplicate deny is redundant": (
+        [R(1, "deny", "file", "write", "/etc/**"),
+         R(2, "deny", "file", "write", "/etc/passwd")],
+        {("redundant-rule", 2)},
+    ),
+    "IPv4-mapped IPv6 is the same block: contradiction": (
+        [R(1, "deny", "network", "connect", {"addr": "10.0.0.0/8"}),
+         R(2, "allow", "network", "connect", {"addr": "::ffff:10.0.0.0/104"})],
+        {("contradiction", 2)},
+    ),
+    "nested CIDRs: the narrower one overrides part of the wider": (
+        [R(1, "deny", "network", "connect", {"addr": "10.0.0.0/8"}),
+         R(2, "allow", "network", "connect", {"addr": "10.1.0.0/16"})],
+        {("partly-overridden", 1)},
+    ),
+    "disjoint CIDRs": (
+        [R(1, "deny", "network", "connect", {"addr": "10.0.0.0/8"}),
+         R(2, "deny", "network", "connect", {"addr": "11.0.0.0/8"})],
+        set(),
+    ),
+    "port ranges: 22 inside 1-1023": (
+        [R(1, "deny", "network", "connect", {"port": "1-1023"}),
+         R(2, "allow", "network", "connect", {"port": "22"})],
+        {("partly-overridden", 1)},
+    ),
+    "port ranges that touch at one end overlap": (
+        [R(1, "deny", "network", "connect", {"port": "1000-2000"}),
+         R(2, "allow", "network", "connect", {"port": "2000-3000"})],
+        {("contradiction", 2), ("equals-default", 2)},
+    ),
+    "subject: one exe is covered by a glob of exes with the same effect": (
+        [R(1, "deny", "file", "read", "/srv/**", exe=["/usr/bin/cat"]),
+         R(2, "deny", "file", "read", "/srv/**", exe=["/usr/bin/*"])],
+        {("redundant-rule", 1)},
+    ),
+    "subject: uid 0 is more specific than uid 0-999": (
+        [R(1, "allow", "file", "read", "/srv/**", uid=["0-999"]),
+         R(2, "deny", "file", "read", "/srv/**", uid=["0"])],
+        {("partly-overridden", 1), ("equals-default", 1)},
+    ),
+    "subject: an ancestor rule and an exe rule overlap": (
+        [R(1, "deny", "process", "exec", "/usr/bin/curl", ancestor=["/usr/bin/python3"]),
+         R(2, "allow", "process", "exec", "/usr/bin/curl", exe=["/usr/bin/python3"])],
+        {("contradiction", 2), ("equals-default", 2)},
+    ),
+    "taint: an after-rule is more specific than the same rule without it": (
+        [R(1, "allow", "network", "connect", {"addr": "0.0.0.0/0"}),
+         R(2, "deny", "network", "connect", {"addr": "0.0.0.0/0"}, after="secret")],
+        {("partly-overridden", 1), ("equals-default", 1)},
+    ),
+    "taint: a higher priority rule shadows the tainted one": (
+        [R(1, "allow", "network", "connect", {"addr": "0.0.0.0/0"}, priority=2),
+         R(2, "deny", "network", "connect", {"addr": "0.0.0.0/0"}, after="secret")],
+        {("shadowed-rule", 2)},
+    ),
+    "capabilities are names: different names never meet": (
+        [R(1, "deny", "creds", "capset", {"cap": "CAP_SYS_ADMIN"}),
+         R(2, "allow", "creds", "capset", {"cap": "CAP_NET_RAW"})],
+        {("equals-default", 2)},
+    ),
+    "signals: same name, different effects": (
+        [R(1, "deny", "signal", "send", "SIGKILL"),
+         R(2, "audit", "signal", "send", "KILL")],
+        {("contradiction", 2)},
+    ),
+    "device class against a device number inside it": (
+        [R(1, "deny", "device", "open", "disk"),
+         R(2, "allow", "device", "open", "8:0")],
+        {("partly-overridden", 1)},
+    ),
+    "a rule equal to a default deny": (
+        [R(1, "deny", "memory", "bpf")],
+        {("equals-default", 1)},
+        {"memory": "deny"},
+    ),
+}  # fmt: skip
+
+
+def _case(name):
+    rules, expected, *rest = CASES[name]
+    return policy(*rules, **(rest[0] if rest else {})), expected
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_findings_table(name):
+    pol, expected = _case(name)
+    found = {(d.code, d.location.line) for d in analyze(pol)}
+    assert found == expected
+
+
+def test_issue_example_wording():
+    pol, _ = _case("issue example: deny below an allow of higher priority is shadowed")
+    [diag] = analyze(pol)
+    assert diag.severity == "warning"
+    assert diag.message.startswith(
+        "rule at coding.cap:12 (deny file read /home/*/.ssh/**) is shadowed by "
+        "coding.cap:5 (allow file read /home/** priority 1): e.g. file read /home/"
+    )
+    assert diag.related[0].location.line == 5
+
+
+def test_contradiction_is_an_error_naming_both_rules():
+    pol, _ = _case("same pattern, different effect: contradiction")
+    [diag] = analyze(pol)
+    assert diag.is_error
+    assert "coding.cap:1 (deny file write /etc/**)" in diag.message
+    assert "coding.cap:2 (allow file write /etc/**)" in diag.message
+
+
+def _clause_at(pol, line):
+    return next(c for c in pol.clauses() if c.rule.loc.line == line)
+
+
+def _without(pol, line):
+    rules = tuple(r for r in pol.rules if r.loc.line != line)
+    return dataclasses.replace(pol, rules=rules)
+
+
+def _replay(pol, diag):
+    """Parse the printed witness and check with semantics.decide that it shows
+    exactly what the finding claims."""
+    event = parse_event(diag.message.rsplit(": e.g. ", 1)[1])
+    clause = _clause_at(pol, diag.location.line)
+    decision = semantics.decide(pol, event)
+    assert clause.matches(event)
+    if diag.code in ("shadowed-rule", "partly-overridden", "contradiction"):
+        other = _clause_at(pol, diag.related[0].location.line)
+        assert decision.clause == other
+        assert clause in decision.overridden
+        assert decision.effect != clause.rule.effect
+        tied = semantics.order_key(other) == semantics.order_key(clause)
+        assert tied == (diag.code == "contradiction")
+    elif diag.code in ("redundant-rule", "equals-default"):
+        assert decision.clause == clause
+        before = semantics.decide(_without(pol, clause.rule.loc.line), event)
+        assert before.effect == decision.effect
+        assert (before.clause is None) == (diag.code == "equals-default")
+    else:
+        pytest.fail(f"unexpected finding {diag.code}")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_printed_witness_replays(name):
+    pol, _ = _case(name)
+    for diag in analyze(pol):
+        _replay(pol, diag)
+
+
+def test_undecided_is_reported_never_silent():
+    pol, _ = _case("same pattern, different effect: contradiction")
+    found = analyze(pol, Limits(rlimit=1))
+    assert found, "an undecided query must not read as 'no conflict'"
+    assert all(d.code == conflicts.UNDECIDED for d in found)
+    assert all("undecided" in d.message for d in found)
+
+
+def test_findings_are_reproducible():
+    pol, _ = _case("unicode paths")
+    assert analyze(pol) == analyze(pol)

@@ -1,0 +1,76 @@
+"""Fixtures for the compat backend: real Landlock, real seccomp, real cgroup hooks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from capsule.lang import load_policy
+from capsule.runtime.compat import landlock
+
+ROOT = os.geteuid() == 0
+ABI = landlock.abi_version()
+
+# said loudly in `pytest -rs`: these tests need the kernel, never a mock of it
+needs_kernel = pytest.mark.skipif(
+    not ROOT or ABI < 1,
+    reason=f"needs root and Landlock (euid {os.geteuid()}, Landlock ABI {ABI})",
+)
+
+
+def write_policy(directory: Path, text: str) -> Path:
+    path = directory / "policy.cap"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(path: Path):
+    policy, diagnostics = load_policy([str(path)])
+    errors = [d for d in diagnostics if d.is_error]
+    assert not errors, errors
+    return policy
+
+
+@dataclass
+class Run:
+    exit_code: int
+    events: list[dict] = field(default_factory=list)
+    coverage: object = None
+    stdout: str = ""
+
+    def verdicts(self, area: str, op: str) -> list[dict]:
+        return [e for e in self.events if e["area"] == area and e["op"] == op]
+
+
+@pytest.fixture
+def enforce(tmp_path):
+    """Run a command under a policy with the compat backend, in this process."""
+    from capsule.runtime.enforce import CompatRun, EnforceRequest
+
+    def run(policy_text: str, command: list[str], **options) -> Run:
+        policy_path = write_policy(tmp_path, policy_text)
+        out = tmp_path / "out.txt"
+        out.write_text("")  # exists before the sandbox: a split directory denies new files
+        events: list[dict] = []
+        seen = {}
+        request = EnforceRequest(
+            policy=load(policy_path), policy_files=[str(policy_path)],
+            command=["sh", "-c", 'exec "$@" > ' + str(out) + " 2>&1", "sh", *command],
+            directory=tmp_path / "run", on_event=events.append,
+            on_coverage=lambda report: seen.setdefault("report", report), **options)
+        result = CompatRun(request).run()
+        text = out.read_text() if out.exists() else ""
+        return Run(result.exit_code, events, seen.get("report"), text)
+
+    return run
+
+
+@pytest.fixture
+def py():
+    """The interpreter that test payloads run with."""
+    return sys.executable

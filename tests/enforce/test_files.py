@@ -1,0 +1,115 @@
+"""File rules through Landlock: the translation, then real denials in a real child."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from capsule.lang.model import Effect, Location, ObjectPattern, PathGlob, Policy, Rule
+from capsule.runtime.compat import files
+from capsule.runtime.compat.landlock import FS
+
+from .conftest import needs_kernel
+
+
+def _rule(line: int, effect: str, ops: str, path: str, priority: int = 0) -> Rule:
+    return Rule(Location("t.cap", line, 1), Effect(effect), None, "file",
+                frozenset(ops.split(",")), (ObjectPattern({"path": PathGlob.parse(path)}),),
+                priority=priority)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for name in ("pub/a", "secret/key", "secret/sub/deep", "work/out"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    return tmp_path
+
+
+def _grants(tree, *rules, rights=FS.READ_FILE | FS.READ_DIR):
+    policy = files.landlock_policy(Policy(rules=tuple(rules)))
+    return files.translate(policy, rights)
+
+
+class TestTranslate:
+    def test_deny_subtree_splits_its_parents(self, tree):
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/"))
+        assert FS.READ_FILE & out.grants[f"{tree}/pub"]
+        assert f"{tree}/secret" not in out.grants
+        assert f"{tree}/secret/key" not in out.grants
+        assert tree.as_posix() in out.split[FS.READ_FILE]
+        assert "/" not in out.grants  # a grant on / would cover the secret too
+
+    def test_allow_inside_deny_is_granted(self, tree):
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/"),
+                      _rule(2, "allow", "read", f"{tree}/secret/sub/"))
+        assert FS.READ_FILE & out.grants[f"{tree}/secret/sub"]
+        assert f"{tree}/secret/key" not in out.grants
+
+    def test_priority_beats_specificity(self, tree):
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/", priority=5),
+                      _rule(2, "allow", "read", f"{tree}/secret/sub/"))
+        assert f"{tree}/secret/sub" not in out.grants
+
+    def test_glob_in_the_middle_expands_existing_matches(self, tree):
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/*/key"))
+        assert f"{tree}/secret/key" not in out.grants
+        assert FS.READ_FILE & out.grants[f"{tree}/secret/sub"]
+        assert f"{tree}/secret" in out.split[FS.READ_FILE]
+
+    def test_trailing_globstar_denies_the_directory_too(self, tree):
+        # D/** leaves D itself allowed, but a grant on D would cover D/**: over-approx
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/**"))
+        assert f"{tree}/secret" not in out.grants
+
+    @pytest.mark.parametrize("pattern,reason", [
+        ("/**/.env", "'**' inside a pattern"),
+        ("/a/**/b", "'**' inside a pattern"),
+    ])
+    def test_deep_glob_is_not_landlock(self, pattern, reason):
+        clause = _rule(1, "deny", "read", pattern).clauses()[0]
+        assert reason in files.landlock_limit(clause)
+
+    def test_symlinks_are_never_granted(self, tree):
+        (tree / "link").symlink_to(tree / "secret")
+        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/"))
+        assert f"{tree}/link" not in out.grants
+
+    def test_handled_rights_follow_the_denied_ops(self):
+        policy = Policy(rules=(_rule(1, "deny", "write", "/etc/**"),))
+        handled = files.handled_rights(policy, FS(0xFFFF))
+        assert handled == FS.WRITE_FILE
+
+
+@needs_kernel
+class TestDenials:
+    def test_open_gets_eacces(self, enforce, tree, py):
+        code = (f"import os\nopen('{tree}/pub/a').read()\n"
+                f"try:\n open('{tree}/secret/key')\nexcept OSError as e:\n"
+                f" print('errno', e.errno)\n")
+        run = enforce(f"deny file read {tree}/secret/\n", [py, "-c", code])
+        assert run.exit_code == 0, run.stdout
+        assert f"errno {errno.EACCES}" in run.stdout
+
+    def test_allowed_write_elsewhere_and_denied_write_here(self, enforce, tree):
+        run = enforce(f"deny file write {tree}/secret/**\n",
+                      ["sh", "-c", f"echo x >> {tree}/work/out && echo ok1; "
+                                   f"echo x >> {tree}/secret/key || echo denied2"])
+        assert "ok1" in run.stdout and "denied2" in run.stdout
+        assert (tree / "secret/key").read_text() == "secret/key"
+
+    def test_exit_status_is_the_commands(self, enforce):
+        assert enforce("deny system mount\n", ["sh", "-c", "exit 7"]).exit_code == 7
+
+    def test_default_deny_with_an_allow_list(self, enforce, tree, py):
+        policy = (f"default file deny\nallow file read,exec /usr/\nallow file read,exec /lib/\n"
+                  f"allow file read,exec /etc/\nallow file read,exec /root/\n"
+                  f"allow file read,exec {tree}/pub/\nallow file read,write /dev/\n"
+                  f"allow file read,write,create {tree}/out.txt\n"
+                  f"allow file read,exec /proc/\nallow file read,exec /sys/\n")
+        code = (f"open('{tree}/pub/a').read()\n"
+                f"try:\n open('{tree}/work/out')\nexcept OSError as e:\n print('denied')\n")
+        run = enforce(policy, [py, "-c", code])
+        assert "denied" in run.stdout, run.stdout

@@ -1,0 +1,51 @@
+"""Tries each "OP:PATH" given (OP: read, write or exec) and prints one JSON object
+{"OP:PATH": "ok" or errno name}.
+
+Runs inside the LSM test VM under a loaded BPF LSM program, so an EPERM here is the
+kernel's verdict, not Python's. A bare PATH means read.
+"""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+
+def open_deep(top: str) -> None:
+    """Open a file whose path is longer than PATH_MAX, through relative dir fds."""
+    os.makedirs(top, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(24):  # 24 * 201 bytes > 4096
+        name = "d" * 200
+        _mkdir(name, fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(os.open("f", os.O_CREAT | os.O_RDONLY, dir_fd=fd))
+
+
+def _mkdir(name: str, fd: int) -> None:
+    try:
+        os.mkdir(name, dir_fd=fd)
+    except FileExistsError:
+        pass
+
+
+def attempt(item: str) -> str:
+    op, _, path = item.rpartition(":")
+    try:
+        if op == "deep":
+            open_deep(path)
+        elif op == "exec":
+            done = subprocess.run([path], check=False, capture_output=True)
+            if done.returncode == -9:
+                return "SIGKILL"  # killed before it could report exec's errno
+        else:
+            with open(path, "ab" if op == "write" else "rb"):
+                pass
+        return "ok"
+    except OSError as err:
+        return errno.errorcode.get(err.errno, str(err.errno))
+
+
+if __name__ == "__main__":
+    print(json.dumps({item: attempt(item) for item in sys.argv[1:]}))
