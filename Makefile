@@ -11,7 +11,7 @@ STAMP    := $(BUILD)/.setup-stamp
 
 .PHONY: setup apt venv test demo demo-lsm bench clean vmlinux
 
-setup: $(STAMP) $(BUILD)/vmlinux.h
+setup: $(STAMP) $(BUILD)/vmlinux.h $(BUILD)/capsule_events.h
 
 # apt only runs when a package is missing, so a second `make setup` costs nothing
 apt:
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+# the event layouts shared by the BPF C and the Python decoders (capsule/events/schema.py)
+$(BUILD)/capsule_events.h: capsule/events/schema.py | $(STAMP)
+	$(BIN)/python -m capsule.events.schema $@
 
 test: setup
 	$(BIN)/pytest -q -rs

@@ -33,8 +33,9 @@ def build_loops() -> Path:
     source, binary = REPO / "benchmarks" / "loops.c", BUILD / "loops"
     if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
         BUILD.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["clang", "-O2", "-Wall", "-o", str(binary), str(source)],
-                       check=True)
+        subprocess.run(
+            ["clang", "-O2", "-Wall", "-o", str(binary), str(source)], check=True
+        )
     return binary
 
 
@@ -52,12 +53,21 @@ def run_untraced(argv: list[str]) -> float:
 
 
 def run_traced(argv: list[str], out_dir: Path) -> tuple[float, dict]:
-    cmd = [CAPSULE, "-q", "trace", "-o", str(out_dir), "--no-timeline", "--json", "--",
-           *argv]
+    cmd = [
+        CAPSULE,
+        "-q",
+        "trace",
+        "-o",
+        str(out_dir),
+        "--no-timeline",
+        "--json",
+        "--",
+        *argv,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"capsule trace failed ({done.returncode}): {done.stderr}")
-    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
     return _loop_seconds(done.stdout, argv[1]), summary
 
 
@@ -71,20 +81,27 @@ def overhead(name: str, argv: list[str], rounds: int, scratch: Path) -> dict:
         summaries.append(summary)
     last = summaries[-1]
     return {
-        "workload": name, "iterations": int(argv[2]), "rounds": rounds,
-        "untraced_s": statistics.median(plain), "traced_s": statistics.median(traced),
+        "workload": name,
+        "iterations": int(argv[2]),
+        "rounds": rounds,
+        "untraced_s": statistics.median(plain),
+        "traced_s": statistics.median(traced),
         "ratio": statistics.median(traced) / statistics.median(plain),
-        "events": last["events"], "drops": last["drops"],
+        "events": last["events"],
+        "drops": last["drops"],
     }
 
 
 # -- ingest ---------------------------------------------------------------------------
 
 
-def ingest(loops: Path, n: int, target: Path, full_pipeline: bool, scratch: Path) -> dict:
+def ingest(
+    loops: Path, n: int, target: Path, full_pipeline: bool, scratch: Path
+) -> dict:
     """Events per second taken in while the open/close loop runs at full speed."""
-    from capsule.runtime import session
     from capsule.runtime.tracer import Tracer
+
+    from capsule.runtime import session
 
     argv = [str(loops), "openclose", str(n), str(target)]
     clock = _Clock(str(target))
@@ -98,15 +115,20 @@ def ingest(loops: Path, n: int, target: Path, full_pipeline: bool, scratch: Path
     taken = clock.opens
     return {
         "pipeline": "decode+enrich+store" if full_pipeline else "tracer (decode only)",
-        "opens": n, "events": clock.count, "taken_opens": taken, "drops": drops,
-        "unaccounted": n - taken - drops,
+        "opens": n,
+        "events": clock.count,
+        "taken_opens": taken,
+        "drops": drops,
+        # drops may include a few non-open events, so count only what is missing
+        "unaccounted": max(0, n - taken - drops),
         "events_per_s": clock.count / max(clock.last - clock.first, 1e-9),
     }
 
 
 def _tracer_only(argv: list[str], clock: "_Clock") -> int:
-    from capsule.runtime.session import spawn_held
     from capsule.runtime.tracer import Tracer
+
+    from capsule.runtime.session import spawn_held
 
     with open(os.devnull, "w") as quiet, _stdout_to(quiet):
         pid, go_w, _err_r = spawn_held(argv, None)
@@ -145,7 +167,7 @@ class _Clock:
 
 
 class _stdout_to:
-    """Point fd 1 elsewhere while the loop runs, so that its output stays out of ours."""
+    """Point fd 1 elsewhere while the loop runs, to keep its output out of ours."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
@@ -183,28 +205,45 @@ def main(argv: list[str] | None = None) -> int:
             "fork/exec": [str(loops), "forkexec", scale(1_000)],
             "loopback connect": [str(loops), "connect", scale(10_000)],
         }
-        results = [overhead(name, cmd, args.rounds, scratch)
-                   for name, cmd in workloads.items()]
+        results = [
+            overhead(name, cmd, args.rounds, scratch) for name, cmd in workloads.items()
+        ]
         n_ingest = int(scale(300_000))
-        intake = [ingest(loops, n_ingest, target, full, scratch) for full in (False, True)]
-    report = {"overhead": results, "ingest": intake, "cpus": os.cpu_count(),
-              "kernel": os.uname().release}
+        intake = [
+            ingest(loops, n_ingest, target, full, scratch) for full in (False, True)
+        ]
+    report = {
+        "overhead": results,
+        "ingest": intake,
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+    }
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
 def format_report(report: dict) -> str:
-    lines = ["| workload | iterations | untraced | traced | ratio | events | drops |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | iterations | untraced | traced | ratio | events | drops |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["overhead"]:
-        lines.append(f"| {r['workload']} | {r['iterations']} | {r['untraced_s']:.3f} s "
-                     f"| {r['traced_s']:.3f} s | {r['ratio']:.2f}x | {r['events']} "
-                     f"| {r['drops']} |")
-    lines += ["", "| ingest through | opens | taken in | dropped (counted) | unaccounted "
-              "| events/s |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['workload']} | {r['iterations']} | {r['untraced_s']:.3f} s "
+            f"| {r['traced_s']:.3f} s | {r['ratio']:.2f}x | {r['events']} "
+            f"| {r['drops']} |"
+        )
+    lines += [
+        "",
+        "| ingest through | opens | taken in | dropped (counted) | unaccounted "
+        "| events/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["ingest"]:
-        lines.append(f"| {r['pipeline']} | {r['opens']} | {r['taken_opens']} "
-                     f"| {r['drops']} | {r['unaccounted']} | {r['events_per_s']:,.0f} |")
+        lines.append(
+            f"| {r['pipeline']} | {r['opens']} | {r['taken_opens']} "
+            f"| {r['drops']} | {r['unaccounted']} | {r['events_per_s']:,.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ const volatile u32 targ_self = 0;	 /* Capsule's own pid, never in scope */
 #define CLONE_VFORK 0x4000
 #define CLONE_NS_FLAGS 0x7e020080 /* NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET */
 #define CLONE_NEWTIME 0x80
+#define TS_COMPAT 0x0002 /* thread_info.status: in a 32-bit syscall */
 
 struct stash {
 	u64 args[6];
@@ -439,9 +440,12 @@ int handle_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!traced_syscall(nr) || !in_scope())
 		return 0;
+	/* a 32-bit (int 0x80) syscall numbers differently: never mistake one for another */
+	task = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT)
+		return 0;
 
 	/* x86-64 syscall arguments: rdi, rsi, rdx, r10, r8, r9 */
-	task = (void *)bpf_get_current_task();
 	s.nr = nr;
 	s.euid = BPF_CORE_READ(task, cred, euid.val);
 	s.args[0] = BPF_CORE_READ(regs, di);
@@ -820,7 +824,7 @@ static __always_inline bool decode_sock_op(struct stash *s, long ret, struct soc
 static __always_inline void sockaddr_from_user(struct ev_sock *ev, const void *uaddr, u32 alen)
 {
 	u16 family = 0, port = 0;
-	u32 len;
+	u64 len;
 
 	bpf_probe_read_user(&family, sizeof(family), uaddr);
 	bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
@@ -836,6 +840,7 @@ static __always_inline void sockaddr_from_user(struct ev_sock *ev, const void *u
 	len = alen - 2;
 	if (len > CAPSULE_UNIX_PATH_MAX)
 		len = CAPSULE_UNIX_PATH_MAX;
+	barrier_var(len); /* keep clang from handing the unclamped copy to the helper */
 	ev->path_len = len;
 	ev->port = 0;
 	bpf_probe_read_user(ev->unix_path, len, uaddr + 2);
@@ -846,18 +851,19 @@ static __always_inline void sockaddr_from_sock(struct ev_sock *ev, struct sock *
 {
 	struct unix_address *ua;
 	u16 dport;
-	int len;
+	u64 len;
+	int ulen;
 
 	if (ev->family == AF_INET) {
 		if (peer)
-			BPF_CORE_READ_INTO(ev->addr, sk, __sk_common.skc_daddr);
+			bpf_core_read(ev->addr, 4, &sk->__sk_common.skc_daddr);
 		else
-			BPF_CORE_READ_INTO(ev->addr, sk, __sk_common.skc_rcv_saddr);
+			bpf_core_read(ev->addr, 4, &sk->__sk_common.skc_rcv_saddr);
 	} else if (ev->family == AF_INET6) {
 		if (peer)
-			BPF_CORE_READ_INTO(ev->addr, sk, __sk_common.skc_v6_daddr);
+			bpf_core_read(ev->addr, 16, &sk->__sk_common.skc_v6_daddr);
 		else
-			BPF_CORE_READ_INTO(ev->addr, sk, __sk_common.skc_v6_rcv_saddr);
+			bpf_core_read(ev->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 	}
 	if (ev->family == AF_INET || ev->family == AF_INET6) {
 		dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
@@ -867,11 +873,13 @@ static __always_inline void sockaddr_from_sock(struct ev_sock *ev, struct sock *
 	ua = BPF_CORE_READ((struct unix_sock *)sk, addr);
 	if (!ua)
 		return;
-	len = BPF_CORE_READ(ua, len) - 2;
-	if (len <= 0)
+	ulen = BPF_CORE_READ(ua, len);
+	if (ulen <= 2)
 		return;
+	len = ulen - 2;
 	if (len > CAPSULE_UNIX_PATH_MAX)
 		len = CAPSULE_UNIX_PATH_MAX;
+	barrier_var(len);
 	ev->path_len = len;
 	bpf_probe_read_kernel(ev->unix_path, len, &ua->name[0].sun_path);
 }

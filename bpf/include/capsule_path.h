@@ -66,9 +66,8 @@ static long path_walk_step(u64 index, void *arg)
 		w->vfsmnt = &up->mnt;
 		return 0;
 	}
+	/* a pseudo file (memfd, pipe) has a dentry that is its own parent: keep its name */
 	parent = BPF_CORE_READ(dentry, d_parent);
-	if (parent == dentry)
-		goto done;
 	len = BPF_CORE_READ(dentry, d_name.len);
 	name = BPF_CORE_READ(dentry, d_name.name);
 	if (len + 1 > pos)
@@ -79,6 +78,8 @@ static long path_walk_step(u64 index, void *arg)
 	bpf_probe_read_kernel(&buf[(pos + 1) & HALF_MASK], len & HALF_MASK, name);
 	w->pos = pos;
 	w->dentry = parent;
+	if (parent == dentry)
+		goto done;
 	return 0;
 done:
 	w->done = 1;

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import z3
 
-from capsule.analysis import encode
+from capsule.analysis import encode, sampler
 from capsule.analysis.eventtext import format_event
 from capsule.analysis.matchset import SymbolicEvent
 from capsule.analysis.prefilter import PairIndex
@@ -142,21 +142,59 @@ class _AreaAnalysis:
     def witness(self, outcome: encode.Sat) -> Event:
         return self.sym.witness(outcome.model)
 
+    def ask(self, involved, constraints, positives, accept) -> encode.Outcome | Event:
+        """Try candidate events first (exact, cheap); ask z3 only if none fits.
+
+        Returns the candidate Event, or z3's outcome.
+        """
+        event = sampler.find([self.ranked[j] for j in positives], accept)
+        if event is not None:
+            return event
+        return self.solve(involved, constraints)
+
+    def pinned(self, involved, constraints, event: Event) -> Event | None:
+        """The witness from a z3 model of the query pinned to `event`.
+
+        A candidate that the language's matcher accepts must satisfy the z3
+        encoding too; if it does not, the encodings disagree, which is a bug.
+        """
+        # no domain: the pinned values are a real event already, and z3 only has to
+        # evaluate the formulas on them
+        outcome = encode.solve(
+            [*constraints, *self.sym.fix(event)], self.limits.timeout_ms, self.limits.rlimit
+        )
+        if isinstance(outcome, encode.Sat):
+            return self.witness(outcome)
+        log.error("internal error: z3 rejects candidate %s", format_event(event))
+        return None
+
+    def py_decides(self, i: int, higher: list[int]):
+        clause, above = self.ranked[i], [self.ranked[j] for j in higher]
+        return lambda e: clause.matches(e) and not any(h.matches(e) for h in above)
+
+    def py_without(self, event: Event, lower: list[int]):
+        """The outcome for `event` from the `lower` clauses or the default."""
+        for j in lower:
+            if self.ranked[j].matches(event):
+                return clause_outcome(self.ranked[j])
+        return self.default
+
     # -- shadowed --------------------------------------------------------------------
 
     def _check_shadowed(self, i: int, higher: list[int], tied: set) -> bool:
         if not higher:
             return False
-        outcome = self.solve([i, *higher], self.decides(i, higher))
+        outcome = self.ask(
+            [i, *higher], self.decides(i, higher), [i], self.py_decides(i, higher)
+        )
         if isinstance(outcome, encode.Undecided):
             self._undecided(i, "shadowed", outcome)
             return False
-        if isinstance(outcome, encode.Sat):
+        if not isinstance(outcome, encode.Unsat):
             return False
-        example = self.solve([i], [self.match(i)])
-        if not isinstance(example, encode.Sat):
-            return False  # matches nothing at all; the language checks report that
-        event = self.witness(example)
+        event = self._example([i], [self.match(i)], [i], lambda e: True)
+        if event is None:
+            return False  # matches nothing at all
         decision = semantics.decide(self.policy, event)
         clause = self.ranked[i]
         if decision.clause is None or decision.clause == clause:
@@ -171,6 +209,16 @@ class _AreaAnalysis:
         )  # fmt: skip
         return True
 
+    def _example(self, involved, constraints, positives, accept) -> Event | None:
+        """A witness from a z3 model: a candidate pinned, or z3's own."""
+        found = self.ask(involved, constraints, positives, accept)
+        if isinstance(found, Event):
+            pinned = self.pinned(involved, constraints, found)
+            if pinned is not None:
+                return pinned
+            found = self.solve(involved, constraints)
+        return self.witness(found) if isinstance(found, encode.Sat) else None
+
     # -- redundant and equal to the default ------------------------------------------
 
     def _check_redundant(self, i: int, higher: list[int], lower: list[int]) -> None:
@@ -184,7 +232,11 @@ class _AreaAnalysis:
             lambda c: codes(clause_outcome(c)),
         )  # fmt: skip
         differs = without != codes(mine)
-        outcome = self.solve([i, *higher, *lower], [*self.decides(i, higher), differs])
+        decides = self.py_decides(i, higher)
+        outcome = self.ask(
+            [i, *higher, *lower], [*self.decides(i, higher), differs], [i],
+            lambda e: decides(e) and self.py_without(e, lower) != mine,
+        )  # fmt: skip
         if isinstance(outcome, encode.Undecided):
             self._undecided(i, "redundant", outcome)
             return
@@ -196,10 +248,11 @@ class _AreaAnalysis:
 
     def _report_redundant(self, i: int, higher: list[int], lower: list[int]) -> None:
         clause = self.ranked[i]
-        example = self.solve([i, *higher], self.decides(i, higher))
-        if not isinstance(example, encode.Sat):
+        event = self._example(
+            [i, *higher], self.decides(i, higher), [i], self.py_decides(i, higher)
+        )
+        if event is None:
             return
-        event = self.witness(example)
         rest = _without(self.policy, clause)
         after = semantics.decide(rest, event)
         if decision_outcome(after) != clause_outcome(clause):
@@ -232,13 +285,19 @@ class _AreaAnalysis:
             if clause_outcome(other) == clause_outcome(clause) or tied != tied_only:
                 continue
             above = [k for k in higher if k < j]
-            outcome = self.solve(
-                [i, j, *above], [self.match(i), *self.decides(j, above)]
-            )
+            query = [self.match(i), *self.decides(j, above)]
+            decides = self.py_decides(j, above)
+            outcome = self.ask([i, j, *above], query, [i, j], decides)
+            if isinstance(outcome, Event):
+                outcome = self.pinned([i, j, *above], query, outcome) or self.solve(
+                    [i, j, *above], query
+                )
+            if isinstance(outcome, encode.Sat):
+                outcome = self.witness(outcome)
             if isinstance(outcome, encode.Undecided):
                 self._undecided(i, f"overlaps {other.rule.ref}", outcome)
-            elif isinstance(outcome, encode.Sat):
-                self._report_pair(i, j, self.witness(outcome), tied)
+            elif isinstance(outcome, Event):
+                self._report_pair(i, j, outcome, tied)
                 reported.add(other)
         return reported
 

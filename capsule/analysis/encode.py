@@ -10,6 +10,7 @@ The path glob semantics are those of docs/architecture.md ("Path patterns").
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -188,14 +189,17 @@ def _component_re(component: list) -> z3.ReRef:
                 parts.append(_STAR)
         else:
             parts.append(atom)
-    pieces = [literal_re("/")]
+    pieces, text = [], "/"
     for atom in parts:
-        if atom is _STAR:
-            pieces.append(z3.Star(NON_SLASH))
-        elif atom is _QMARK:
-            pieces.append(NON_SLASH)
-        else:
-            pieces.append(literal_re(atom))
+        if isinstance(atom, str):
+            text += atom  # runs of literal characters become one z3 string: faster
+            continue
+        if text:
+            pieces.append(literal_re(text))
+            text = ""
+        pieces.append(z3.Star(NON_SLASH) if atom is _STAR else NON_SLASH)
+    if text:
+        pieces.append(literal_re(text))
     return _concat(pieces)
 
 
@@ -208,6 +212,7 @@ def _home_re() -> z3.ReRef:
     return z3.Union(literal_re("/root"), z3.Concat(literal_re("/home/"), SEGMENT))
 
 
+@functools.lru_cache(maxsize=65536)
 def glob_re(pattern: str) -> z3.ReRef:
     """The z3 regular expression of the paths that `pattern` matches.
 
@@ -282,15 +287,19 @@ def path_domain(path: z3.SeqRef, literals: set[str]) -> z3.BoolRef:
     characters it names, and everything else, so any character that no pattern names
     can stand for all of them, and the filler always holds one such character.
     """
+    return z3.InRe(path, _path_shape(frozenset(literals)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _path_shape(literals: frozenset[str]) -> z3.ReRef:
     alphabet = (set(literals) | set(_FILLER)) - {"/"}
-    if set(_FILLER) <= set(literals):
+    if set(_FILLER) <= literals:
         alphabet.add(next(chr(c) for c in range(0xC0, MAX_CHAR) if chr(c) not in literals))
     segment = z3.Intersect(
         z3.Plus(_char_set_re(alphabet)),
         z3.Complement(z3.Union(literal_re("."), literal_re(".."))),
     )
-    shape = z3.Union(literal_re("/"), z3.Plus(z3.Concat(literal_re("/"), segment)))
-    return z3.InRe(path, shape)
+    return z3.Union(literal_re("/"), z3.Plus(z3.Concat(literal_re("/"), segment)))
 
 
 def _char_set_re(chars: set[str]) -> z3.ReRef:

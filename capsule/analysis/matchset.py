@@ -116,16 +116,22 @@ class SymbolicEvent:
     def domain(self, clauses) -> list[z3.BoolRef]:
         """Constraints every real event satisfies (normalized paths, id ranges, ...).
 
-        The path alphabet is cut down to what `clauses` (those in the query) name;
-        see encode.path_domain for why that loses no solutions.
+        Only the path variables that `clauses` (those in the query) test are
+        constrained: the others take no part, and a witness gives them "/". The path
+        alphabet is cut down to what `clauses` name; see encode.path_domain for why
+        that loses no solutions.
         """
-        self._literals = _path_literals(clauses)
+        literals = frozenset(_path_literals(clauses))
+        named = {field for clause in clauses for field in clause.object}
+        used = {key for clause in clauses for key in _subject_keys(clause.rule.subject)}
         out = [self.op >= 0, self.op < len(self.ops)]
         for field, kind in names.FIELDS[self.area].items():
             out.append(self._presence(field))
-            out.extend(self._value_domain(self.fields[field], kind))
-        for path in (self.exe, self.cgroup, *self.ancestors):
-            out.append(encode.path_domain(path, self._literals))
+            if kind != names.PATH or field in named:
+                out.extend(self._value_domain(self.fields[field], kind, literals))
+        paths = [self.exe] * ("exe" in used) + [self.cgroup] * ("cgroup" in used)
+        paths += self.ancestors if "ancestor" in used else []
+        out += [encode.path_domain(path, literals) for path in paths]
         out.append(z3.And(self.uid >= 0, self.uid <= MAX_UID))
         slots = len(self.ancestors)
         out.append(z3.And(self.ancestor_count >= 0, self.ancestor_count <= slots))
@@ -140,9 +146,9 @@ class SymbolicEvent:
             return z3.BoolVal(True)
         return has
 
-    def _value_domain(self, var, kind: str) -> list[z3.BoolRef]:
+    def _value_domain(self, var, kind: str, literals) -> list[z3.BoolRef]:
         if kind == names.PATH:
-            return [encode.path_domain(var, self._literals)]
+            return [encode.path_domain(var, literals)]
         if kind == names.ID:
             return [var >= 0, var <= MAX_UID]
         if kind == names.DEVICE:
@@ -317,6 +323,10 @@ def _device_matches(var, device: DeviceNumber) -> z3.BoolRef:
     if device.minor is None:
         return major == device.major
     return z3.And(major == device.major, minor == device.minor)
+
+
+def _subject_keys(subject: Subject) -> list[str]:
+    return [k for k in ("exe", "ancestor", "uid", "cgroup") if getattr(subject, k)]
 
 
 def _path_literals(clauses) -> set[str]:

@@ -8,6 +8,7 @@ A "no" must be sound: it is never said of two clauses that share an event.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 from capsule.lang import names
@@ -26,8 +27,8 @@ from capsule.lang.model import (
 def patterns_may_meet(a, b) -> bool:
     """False only if no value matches both patterns (of the same field)."""
     if isinstance(a, PathGlob) and isinstance(b, PathGlob):
-        pa, pb = a.literal_prefix, b.literal_prefix
-        if a.is_literal and b.is_literal:
+        (pa, literal_a), (pb, literal_b) = _prefix(a.text), _prefix(b.text)
+        if literal_a and literal_b:
             return a.text == b.text
         return pa.startswith(pb) or pb.startswith(pa)
     if isinstance(a, Cidr) and isinstance(b, Cidr):
@@ -37,6 +38,12 @@ def patterns_may_meet(a, b) -> bool:
     if isinstance(a, (Name, DeviceNumber)) and isinstance(b, (Name, DeviceNumber)):
         return _names_may_meet(a, b)
     return True
+
+
+@functools.lru_cache(maxsize=65536)
+def _prefix(text: str) -> tuple[str, bool]:
+    glob = PathGlob(text)
+    return glob.literal_prefix, glob.is_literal
 
 
 def _names_may_meet(a, b) -> bool:
@@ -115,6 +122,6 @@ def _top_component(clause: Clause) -> str | None:
     glob = clause.object.get("path")
     if not isinstance(glob, PathGlob):
         return None
-    prefix = glob.literal_prefix
+    prefix, literal = _prefix(glob.text)
     top, sep, _ = prefix[1:].partition("/")
-    return top if sep or glob.is_literal else None
+    return top if sep or literal else None

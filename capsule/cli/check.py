@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib
 import logging
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class Format(str, enum.Enum):
 
 @app.command()
 def check(
-    files: list[Path] = typer.Argument(..., metavar="FILE...", help="Policy files."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="Policy files."),
     output_format: Format = typer.Option(
         Format.text, "--format", "-f", help="Output: text, json or sarif (2.1.0)."
     ),
@@ -72,7 +73,7 @@ def exit_code(diags: list[Diagnostic], strict: bool) -> int:
 def conflict_findings(policy: Policy) -> list[Diagnostic]:
     """Findings of capsule.analysis.conflicts, if that module is installed."""
     try:
-        from capsule.analysis import conflicts
+        conflicts = importlib.import_module("capsule.analysis.conflicts")
     except ModuleNotFoundError as err:
         if err.name != "capsule.analysis.conflicts":
             raise

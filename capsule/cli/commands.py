@@ -6,3 +6,5 @@ from capsule.cli import check  # noqa: F401
 from capsule.cli import analysis  # noqa: F401
 from capsule.cli import compile  # noqa: F401
 from capsule.cli import enforce  # noqa: F401
+from capsule.cli import ml  # noqa: F401
+from capsule.cli import doctor  # noqa: F401

@@ -66,9 +66,12 @@ def run() -> None:
         typer.echo("capsule: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click usage errors and real bugs
-        import click
+        try:
+            from click.exceptions import ClickException
+        except ModuleNotFoundError:  # typer >= 0.17 bundles its own click
+            from typer._click.exceptions import ClickException
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         if _debug:

@@ -14,8 +14,18 @@ from capsule.errors import CapsuleError
 from capsule.runtime.store import RunReader, to_json
 from capsule.runtime.timeline import Timeline
 
-AREAS = ("process", "network", "file", "creds", "memory", "ipc", "device", "system",
-         "namespace", "signal")
+AREAS = (
+    "process",
+    "network",
+    "file",
+    "creds",
+    "memory",
+    "ipc",
+    "device",
+    "system",
+    "namespace",
+    "signal",
+)
 _PASSTHROUGH = {"allow_interspersed_args": False}
 
 
@@ -29,17 +39,33 @@ def _default_directory() -> Path:
 
 @app.command(context_settings=_PASSTHROUGH)
 def trace(
-    command: list[str] = typer.Argument(..., metavar="-- CMD [ARG...]",
-                                        help="The command to run and trace."),
-    output: Path = typer.Option(None, "--output", "-o", metavar="DIR",
-                                help="Run directory (default: ./capsule-trace-<time>)."),
-    user: str = typer.Option(None, "--user", "-u", metavar="U",
-                             help="Run the command as this user (name or uid)."),
-    cgroup: Path = typer.Option(None, "--cgroup", metavar="PATH",
-                                help="Run CMD in this cgroup (v2) and trace every process in it."),
+    command: list[str] = typer.Argument(
+        ..., metavar="-- CMD [ARG...]", help="The command to run and trace."
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="Run directory (default: ./capsule-trace-<time>).",
+    ),
+    user: str = typer.Option(
+        None,
+        "--user",
+        "-u",
+        metavar="U",
+        help="Run the command as this user (name or uid).",
+    ),
+    cgroup: Path = typer.Option(
+        None,
+        "--cgroup",
+        metavar="PATH",
+        help="Run CMD in this cgroup (v2) and trace every process in it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    live: bool = typer.Option(True, "--timeline/--no-timeline",
-                              help="Show events on stderr as they happen."),
+    live: bool = typer.Option(
+        True, "--timeline/--no-timeline", help="Show events on stderr as they happen."
+    ),
 ) -> None:
     """Run CMD, record what its process tree does, and exit with CMD's exit code."""
     from capsule.runtime import session
@@ -48,8 +74,14 @@ def trace(
     run_as = session.RunAs.lookup(user) if user else None
     directory = output or _default_directory()
     on_event = Timeline(_stderr_console()).write if live else None
-    run = session.Session(list(command), directory, _tracer_factory(cgroup),
-                          run_as=run_as, on_event=on_event, cgroup=cgroup)
+    run = session.Session(
+        list(command),
+        directory,
+        _tracer_factory(cgroup),
+        run_as=run_as,
+        on_event=on_event,
+        cgroup=cgroup,
+    )
     result = run.run()
 
     if result.exec_error:
@@ -71,45 +103,73 @@ def _tracer_factory(cgroup: Path | None):
     except ImportError as err:
         raise CapsuleError(f"failed to load the tracer: {err}") from err
     if cgroup is not None and not cgroup.is_dir():
-        raise CapsuleError(f"failed to trace cgroup {cgroup}: no such directory",
-                           hint="pass a directory under the cgroup v2 mount")
+        raise CapsuleError(
+            f"failed to trace cgroup {cgroup}: no such directory",
+            hint="pass a directory under the cgroup v2 mount",
+        )
     return lambda: Tracer(cgroup_path=str(cgroup) if cgroup else None)
 
 
 def _print_summary(summary: dict) -> None:
     err = _stderr_console()
-    areas = ", ".join(f"{area} {n}" for area, n in summary["per_area"].items()) or "none"
-    err.print(f"capsule: exit code {summary['exit_code']} after "
-              f"{summary['duration_s']:.2f}s; {summary['events']} events ({areas})",
-              highlight=False, markup=False)
+    areas = (
+        ", ".join(f"{area} {n}" for area, n in summary["per_area"].items()) or "none"
+    )
+    err.print(
+        f"capsule: exit code {summary['exit_code']} after "
+        f"{summary['duration_s']:.2f}s; {summary['events']} events ({areas})",
+        highlight=False,
+        markup=False,
+    )
     drops_style = "bold red" if summary["drops"] else ""
-    err.print(f"capsule: {summary['drops']} events dropped by the kernel, "
-              f"{summary['truncated']} with truncated strings",
-              style=drops_style, highlight=False, markup=False)
-    err.print(f"capsule: store {summary['store']}, jsonl {summary['jsonl']}",
-              highlight=False, markup=False)
+    err.print(
+        f"capsule: {summary['drops']} events dropped by the kernel, "
+        f"{summary['truncated']} with truncated strings",
+        style=drops_style,
+        highlight=False,
+        markup=False,
+    )
+    err.print(
+        f"capsule: store {summary['store']}, jsonl {summary['jsonl']}",
+        highlight=False,
+        markup=False,
+    )
 
 
 # -- timeline -------------------------------------------------------------------------
 
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ns|us|ms|s|m)?$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000}
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+}
 
 
 def parse_offset(text: str, option: str) -> int:
-    """"1.5", "1.5s", "250ms" -> ns from the start of the run."""
+    """ "1.5", "1.5s", "250ms" -> ns from the start of the run."""
     match = _DURATION.match(text.strip())
     if not match:
-        raise CapsuleError(f"failed to parse {option} {text!r}: expected a time from the "
-                           "start of the run such as 2, 1.5s or 250ms")
+        raise CapsuleError(
+            f"failed to parse {option} {text!r}: expected a time from the "
+            "start of the run such as 2, 1.5s or 250ms"
+        )
     return int(float(match.group(1)) * _UNIT_NS[match.group(2) or "s"])
 
 
 @app.command()
 def timeline(
-    run: Path = typer.Argument(..., metavar="RUN", help="A run.db, or its run directory."),
-    area: list[str] = typer.Option(None, "--area", "-a", help="Only this area (repeatable)."),
-    pid: list[int] = typer.Option(None, "--pid", "-p", help="Only this pid (repeatable)."),
+    run: Path = typer.Argument(
+        ..., metavar="RUN", help="A run.db, or its run directory."
+    ),
+    area: list[str] = typer.Option(
+        None, "--area", "-a", help="Only this area (repeatable)."
+    ),
+    pid: list[int] = typer.Option(
+        None, "--pid", "-p", help="Only this pid (repeatable)."
+    ),
     since: str = typer.Option(None, "--since", help="From this time after the start."),
     until: str = typer.Option(None, "--until", help="Up to this time after the start."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
@@ -117,8 +177,10 @@ def timeline(
     """Show a stored run again, filtered by area, pid and time."""
     for name in area or ():
         if name not in AREAS:
-            raise CapsuleError(f"failed to filter by area {name!r}: unknown area",
-                               hint="one of: " + ", ".join(AREAS))
+            raise CapsuleError(
+                f"failed to filter by area {name!r}: unknown area",
+                hint="one of: " + ", ".join(AREAS),
+            )
     if fmt not in ("text", "jsonl"):
         raise CapsuleError(f"failed to use format {fmt!r}: expected text or jsonl")
     reader = RunReader(run)
@@ -139,6 +201,8 @@ def timeline(
 def _warn_drops(reader: RunReader) -> None:
     drops = reader.drops()
     if drops:
-        typer.echo(f"capsule: warning: this run lost {drops} events in the kernel "
-                   "(ring buffer full); the timeline is incomplete", err=True)
-
+        typer.echo(
+            f"capsule: warning: this run lost {drops} events in the kernel "
+            "(ring buffer full); the timeline is incomplete",
+            err=True,
+        )

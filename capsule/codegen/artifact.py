@@ -54,7 +54,7 @@ def host_arch() -> str:
 def _features(ir: Ir) -> list[str]:
     found = {"bpf_lsm", "btf", "ringbuf", "sleepable_lsm", "bpf_d_path"}
     if any(table.prefix for table in ir.areas.values()):
-        found.add("lpm_trie")
+        found.add("bpf_loop")
     return sorted(found)
 
 
@@ -65,13 +65,13 @@ def manifest(ir: Ir, arch: str) -> dict:
         "format": FORMAT, "version": VERSION, "generator": GENERATOR,
         "policy_sha256": ir.policy_hash, "sources": list(ir.sources),
         "target_arch": arch, "license": LICENSE,
-        "kernel_features": _features(ir), "min_kernel": "5.11",
+        "kernel_features": _features(ir), "min_kernel": "5.17",
         "hooks": [{"name": hook, "section": f"{_SLEEPABLE}{hook}",
                    "decides": [f"{area} {op}" for area, op in pairs]}
                   for hook, pairs in ir.hooks.items()],
         "maps": {name: {"key_size": k, "value_size": v} for name, (k, v) in sizes.items()},
         "rules": ir.rules,
-        "unsupported": [asdict(item) | {"effect": item.effect.value}
+        "unsupported": [asdict(item) | {"ops": list(item.ops), "effect": item.effect.value}
                         for item in ir.unsupported],
     }  # fmt: skip
 
@@ -140,8 +140,8 @@ def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
     ir = lower(policy)
     for item in ir.unsupported:
-        log.warning("%s: %s %s is not enforced in the kernel: %s", item.ref, item.area,
-                    ",".join(item.ops), item.reason)  # fmt: skip
+        log.debug("%s: %s %s is not enforced in the kernel: %s", item.ref, item.area,
+                  ",".join(item.ops), item.reason)  # fmt: skip
     source = out / SOURCE
     source.write_text(render.render(ir))
     compile_c(source, out / OBJECT, arch)

@@ -4,12 +4,11 @@ The kernel cannot sort matching clauses, so the sorting happens here. Every clau
 gets a rank: its position in the order of precedence keys (semantics.precedence),
 1 for the weakest. A table entry holds the verdict of the strongest clause that
 matches every path the entry stands for, and the kernel takes the highest rank of
-its lookups (exact path, longest prefix, any object of the op) or the area default.
+its lookups (the exact path, every prefix of the path that ends in '/', any object
+of the op) or, if none matched, the area default.
 
-A prefix entry P also carries the best clause of every shorter prefix Q of P: any
-path under P is under Q too, so the longest-prefix lookup alone finds the best
-prefix clause. The IR's own `decide` runs those same lookups in Python, and tests
-compare it with semantics.decide on random events.
+The IR's own `decide` runs those same lookups in Python, and tests compare it with
+semantics.decide on random events.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from capsule.codegen import dfa
 from capsule.lang import semantics
 from capsule.lang.model import DEFAULT_FALLBACK, Clause, Effect, PathGlob, Policy
 from capsule.lang.names import AREAS
@@ -65,7 +65,10 @@ class AreaTable:
     exact: dict[tuple[int, str], Verdict] = field(default_factory=dict)
     prefix: dict[tuple[int, str], Verdict] = field(default_factory=dict)
     any_op: dict[int, Verdict] = field(default_factory=dict)
+    dfa: dfa.Dfa | None = None  # the globs no hash key can stand for
+    dfa_accept: dict[tuple[int, int], Verdict] = field(default_factory=dict)
     blocking_ops: set[int] = field(default_factory=set)  # fail closed when truncated
+    too_large: list[tuple[str, str]] = field(default_factory=list)  # (rule, why)
 
     def op_id(self, op: str) -> int:
         return AREAS[self.area].index(op)
@@ -76,17 +79,17 @@ class AreaTable:
         if path is None:
             return self._truncated(op_id)
         found = [self.exact.get((op_id, path)), self.any_op.get(op_id)]
-        found.append(self._longest_prefix(op_id, path))
+        found += self._prefixes(op_id, path)
+        if self.dfa is not None:
+            found.append(self.dfa_accept.get((self.dfa.final_state(path.encode()), op_id)))
         return max((v for v in found if v is not None), default=self.default)
 
-    def _longest_prefix(self, op_id: int, path: str) -> Verdict | None:
-        key = path[:KEY_PATH_LEN]
-        best = None
-        for (entry_op, prefix), verdict in self.prefix.items():
-            if entry_op == op_id and key.startswith(prefix):
-                if best is None or len(prefix) > len(best[0]):
-                    best = (prefix, verdict)
-        return best[1] if best else None
+    def _prefixes(self, op_id: int, path: str) -> list[Verdict | None]:
+        """Probe each prefix that ends in '/' within the first KEY_PATH_LEN - 1
+        bytes, as the kernel's loop does."""
+        scanned = path.encode()[: KEY_PATH_LEN - 1]
+        ends = [i + 1 for i, byte in enumerate(scanned) if byte == ord("/")]
+        return [self.prefix.get((op_id, scanned[:end].decode())) for end in ends]
 
     def _truncated(self, op_id: int) -> Verdict:
         if op_id in self.blocking_ops:
@@ -122,7 +125,14 @@ def _enforced(effect: Effect, fallback: Effect | None) -> Effect:
 
 
 def _path_keys(glob: PathGlob) -> tuple[list[str], list[str]] | None:
-    """(exact paths, prefixes) that cover exactly `glob`, or None if none do."""
+    """(exact paths, prefixes) that cover exactly `glob`, or None: the DFA's job."""
+    keys = _hash_keys(glob)
+    if keys and all(len(key.encode()) < KEY_PATH_LEN for key in keys[0] + keys[1]):
+        return keys
+    return None
+
+
+def _hash_keys(glob: PathGlob) -> tuple[list[str], list[str]] | None:
     if glob.text == "/":
         return [], ["/"]  # "/" covers every path (see patterns._regex)
     if glob.is_literal:
@@ -136,24 +146,18 @@ def _path_keys(glob: PathGlob) -> tuple[list[str], list[str]] | None:
 
 
 def _why_unsupported(clause: Clause) -> str | None:
+    """Why the kernel tables cannot hold this clause (for the ops that have hooks)."""
     rule = clause.rule
-    missing = [op for op in sorted(rule.ops) if (rule.area, op) not in HOOKS]
-    if missing:
-        return f"no kernel hook generated yet for {rule.area} {', '.join(missing)}"
     if not rule.subject.is_any or rule.after is not None:
         return "subject and `after` conditions are decided in user space only"
-    extra = set(clause.object) - {PATH_FIELD[rule.area]}
+    extra = set(clause.object) - {PATH_FIELD.get(rule.area)}
     if extra:
         return f"field {', '.join(sorted(extra))} is not matched in the kernel yet"
-    glob = clause.object.get(PATH_FIELD[rule.area])
-    if glob is None:
-        return None
-    keys = _path_keys(glob)
-    if keys is None:
-        return f"glob {glob} needs a matcher the kernel tables do not have yet"
-    if any(len(key) >= KEY_PATH_LEN for key in keys[0] + keys[1]):
-        return f"path {glob} is longer than {KEY_PATH_LEN - 1} bytes"
     return None
+
+
+def _unhooked(rule) -> tuple[str, ...]:
+    return tuple(op for op in sorted(rule.ops) if (rule.area, op) not in HOOKS)
 
 
 def _ranks(clauses: Iterable[Clause]) -> dict[tuple, int]:
@@ -174,36 +178,52 @@ def _add(table: dict, key: object, verdict: Verdict) -> None:
 
 def _build_area(policy: Policy, area: str, clauses: list[Clause], rules: dict) -> AreaTable:
     table = AreaTable(area, _default(policy, area))
+    rules_by_index = {index: ref for ref, index in rules.items()}
     ranks = _ranks(clauses)
+    globs: list[tuple[PathGlob, Verdict, list[int]]] = []
     for clause in clauses:
         rule = clause.rule
         rank = ranks[semantics.precedence(clause)]
         verdict = Verdict(rank, rule.effect, _enforced(rule.effect, rule.fallback),
                           rules[rule.ref])  # fmt: skip
+        op_ids = [table.op_id(op) for op in sorted(rule.ops) if (area, op) in HOOKS]
+        if verdict.enforced.blocks:
+            table.blocking_ops.update(op_ids)
         glob = clause.object.get(PATH_FIELD[area])
-        for op in rule.ops:
-            op_id = table.op_id(op)
-            if verdict.enforced.blocks:
-                table.blocking_ops.add(op_id)
+        keys = None if glob is None else _path_keys(glob)
+        if glob is not None and keys is None:
+            globs.append((glob, verdict, op_ids))
+        for op_id in op_ids:
             if glob is None:
                 _add(table.any_op, op_id, verdict)
-                continue
-            exact, prefixes = _path_keys(glob)
-            for path in exact:
-                _add(table.exact, (op_id, path), verdict)
-            for prefix in prefixes:
-                _add(table.prefix, (op_id, prefix), verdict)
-    _inherit_prefixes(table)
+            elif keys is not None:
+                for path in keys[0]:
+                    _add(table.exact, (op_id, path), verdict)
+                for prefix in keys[1]:
+                    _add(table.prefix, (op_id, prefix), verdict)
+    if globs:
+        try:
+            _build_dfa(table, globs)
+        except dfa.TooLarge as err:
+            table.too_large = [(rules_by_index[v.rule], str(err)) for _, v, _ in globs]
     if table.default.enforced.blocks:
         table.blocking_ops.update(range(len(AREAS[area])))
     return table
 
 
-def _inherit_prefixes(table: AreaTable) -> None:
-    own = dict(table.prefix)
-    for (op_id, prefix), verdict in own.items():
-        inherited = [v for (o, p), v in own.items() if o == op_id and prefix.startswith(p)]
-        table.prefix[(op_id, prefix)] = max([verdict, *inherited])
+def _build_dfa(table: AreaTable, globs: list[tuple[PathGlob, Verdict, list[int]]]) -> None:
+    """One DFA for every glob of the area; accepting states carry per-op verdicts.
+
+    Raises:
+        dfa.TooLarge: the caller reports the globs as unsupported.
+    """
+    automaton = dfa.build([(glob, tag) for tag, (glob, _, _) in enumerate(globs)])
+    table.dfa = automaton
+    for state, tags in enumerate(automaton.accepts):
+        for tag in tags:
+            _, verdict, op_ids = globs[tag]
+            for op_id in op_ids:
+                _add(table.dfa_accept, (state, op_id), verdict)
 
 
 def lower(policy: Policy) -> Ir:
@@ -212,18 +232,40 @@ def lower(policy: Policy) -> Ir:
     rules = {ref: index for index, ref in enumerate(rule_refs)}
     unsupported, by_area = [], {}
     for clause in policy.clauses():
-        reason = _why_unsupported(clause)
         rule = clause.rule
+        unhooked = _unhooked(rule)
+        if unhooked:
+            reason = f"no kernel hook generated yet for {rule.area} {', '.join(unhooked)}"
+            unsupported.append(Unsupported(rule.ref, rule.area, unhooked, reason, rule.effect))
+        if len(unhooked) == len(rule.ops):
+            continue
+        reason = _why_unsupported(clause)
         if reason:
-            unsupported.append(
-                Unsupported(rule.ref, rule.area, tuple(sorted(rule.ops)), reason, rule.effect)
-            )
+            hooked = tuple(op for op in sorted(rule.ops) if op not in unhooked)
+            unsupported.append(Unsupported(rule.ref, rule.area, hooked, reason, rule.effect))
             continue
         by_area.setdefault(rule.area, []).append(clause)
-    areas = {area: _build_area(policy, area, by_area.get(area, []), rules)
-             for area in _areas_needed(policy, by_area)}  # fmt: skip
+    areas = {}
+    for area in _areas_needed(policy, by_area):
+        areas[area] = _build_area(policy, area, by_area.get(area, []), rules)
+    unsupported += _unhooked_defaults(policy, areas)
+    for area, table in areas.items():
+        unsupported += [Unsupported(ref, area, (), why, Effect.DENY)
+                        for ref, why in table.too_large]  # fmt: skip
     return Ir(policy_hash(policy), tuple(policy.files), rule_refs, areas,
               _hooks(areas), unsupported)  # fmt: skip
+
+
+def _unhooked_defaults(policy: Policy, areas: dict) -> list[Unsupported]:
+    """A non-allow default binds ops the kernel has no hook for yet: say so."""
+    found = []
+    for area, ops in AREAS.items():
+        effect = policy.default(area)
+        missing = tuple(op for op in ops if (area, op) not in HOOKS)
+        if effect is not Effect.ALLOW and missing:
+            reason = f"default {effect}: no kernel hook generated yet for these ops"
+            found.append(Unsupported(f"default {area}", area, missing, reason, effect))
+    return found
 
 
 def _areas_needed(policy: Policy, by_area: dict) -> list[str]:

@@ -17,8 +17,8 @@ FORMAT = "capsule-maps"
 VERSION = 1
 VERDICT = struct.Struct("<IBBH")  # rank, effect, enforced, rule
 PATH_KEY = struct.Struct(f"<I{KEY_PATH_LEN}s")  # op, path
-PREFIX_KEY = struct.Struct(f"<IB{KEY_PATH_LEN}s3x")  # prefixlen bits, op, path
 U32 = struct.Struct("<I")
+DFA_KEY = struct.Struct("<II")  # state, op
 _EFFECT_CODE = {effect: code for code, effect in enumerate(Effect)}
 
 
@@ -31,11 +31,6 @@ def path_key(op: int, path: str) -> bytes:
     return PATH_KEY.pack(op, path.encode())
 
 
-def prefix_key(op: int, prefix: str) -> bytes:
-    raw = prefix.encode()
-    return PREFIX_KEY.pack(8 * (1 + len(raw)), op, raw)
-
-
 def _area_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
     maps = {}
     if table.exact:
@@ -44,8 +39,10 @@ def _area_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
         ]
     if table.prefix:
         maps[f"{table.area}_prefix"] = [
-            (prefix_key(op, p), verdict_bytes(v)) for (op, p), v in table.prefix.items()
+            (path_key(op, p), verdict_bytes(v)) for (op, p), v in table.prefix.items()
         ]
+    if table.dfa is not None:
+        maps.update(_dfa_maps(table))
     if table.any_op:
         maps[f"{table.area}_any"] = [
             (U32.pack(op), verdict_bytes(v)) for op, v in table.any_op.items()
@@ -53,12 +50,27 @@ def _area_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
     return maps
 
 
+def _dfa_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
+    automaton = table.dfa
+    row = struct.Struct(f"<{automaton.class_count}H")
+    return {
+        f"{table.area}_dfa_cls": [(U32.pack(0), bytes(automaton.classes))],
+        f"{table.area}_dfa_next": [
+            (U32.pack(state), row.pack(*nexts)) for state, nexts in enumerate(automaton.next)
+        ],
+        f"{table.area}_dfa_accept": [
+            (DFA_KEY.pack(state, op), verdict_bytes(v))
+            for (state, op), v in table.dfa_accept.items()
+        ],
+    }
+
+
 def contents(ir: Ir) -> dict[str, list[tuple[bytes, bytes]]]:
     """Every map the loader fills, name -> [(key, value)], sorted for stable output."""
     maps: dict[str, list[tuple[bytes, bytes]]] = {}
     for table in ir.areas.values():
         maps.update(_area_maps(table))
-    return {name: sorted(entries) for name, entries in sorted(maps.items())}
+    return {name: sorted(entries) for name, entries in sorted(maps.items()) if entries}
 
 
 def to_json(ir: Ir) -> str:

@@ -40,14 +40,16 @@ class TableView:
     exact: dict
     prefix: dict
     any_op: dict
+    dfa: object
+    dfa_accept: dict
     op_count: int
     blocking_mask: str
 
 
 def _table_view(table: AreaTable) -> TableView:
     mask = sum(1 << op for op in table.blocking_ops)
-    return TableView(table.area, table.default, table.exact, table.prefix,
-                     table.any_op, len(AREAS[table.area]), hex(mask))  # fmt: skip
+    return TableView(table.area, table.default, table.exact, table.prefix, table.any_op,
+                     table.dfa, table.dfa_accept, len(AREAS[table.area]), hex(mask))  # fmt: skip
 
 
 def _environment() -> jinja2.Environment:

@@ -283,7 +283,7 @@ def _text(raw: bytes) -> str:
 def join_path(directory: str, name: str) -> str:
     """The normalized absolute path of `name` relative to `directory`."""
     if not name:
-        return directory
+        return directory  # walked by the kernel: already absolute and normalized
     joined = name if name.startswith("/") or not directory else f"{directory}/{name}"
     norm = posixpath.normpath(joined)
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
@@ -320,8 +320,21 @@ def _fix_exec(event: dict) -> None:
     event["script"] = event["filename"] if event["interpreter"] else ""
 
 
-_FIXUPS = {"sock": _fix_sock, "exec": _fix_exec}
+def _fix_exit(event: dict) -> None:
+    # the wait(2) status: the exit code in bits 8-15, or the killing signal in 0-6
+    code = event["exit_code"]
+    event["exit_status"] = (code >> 8) & 0xFF
+    event["exit_signal"] = code & 0x7F
+
+
+_FIXUPS = {"sock": _fix_sock, "exec": _fix_exec, "exit": _fix_exit}
 _BYTES_FIELDS = {"addr", "argv", "unix_path"}
+
+
+def _format(fld: Field) -> str:
+    if fld.name.startswith("_pad"):
+        return f"{fld.size}x"  # padding is skipped, never decoded
+    return f"{fld.count}s" if fld.count > 1 else _FORMATS[fld.ctype]
 
 
 class _Decoder:
@@ -330,27 +343,28 @@ class _Decoder:
     def __init__(self, layout: Layout):
         fields = HEADER + layout.fields
         layout_offsets(fields)
-        self.struct = struct.Struct("<" + "".join(
-            f"{f.count}s" if f.count > 1 else _FORMATS[f.ctype] for f in fields))
-        self.names = [f.name for f in fields]
+        self.struct = struct.Struct("<" + "".join(_format(f) for f in fields))
+        self.names = [f.name for f in fields if not f.name.startswith("_pad")]
         self.strings = [f.name for f in fields
                         if f.count > 1 and f.name not in _BYTES_FIELDS]
         self.layout = layout
         self.fixup = _FIXUPS.get(layout.name)
+        self.has_ret = any(f.name == "ret" for f in layout.fields)
 
     def __call__(self, data: bytes | memoryview) -> dict:
         event = dict(zip(self.names, self.struct.unpack_from(data)))
         for name in self.strings:
-            event[name] = _text(event[name])
-        for key in [k for k in event if k.startswith("_pad")]:
-            del event[key]
+            raw = event[name]
+            end = raw.find(b"\0")
+            event[name] = (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
         if self.fixup:
             self.fixup(event)
         for out, dir_key, name_key in self.layout.paths:
             name = event.pop(name_key) if name_key else ""
             event[out] = join_path(event.pop(dir_key), name)
-        if "ret" in event:
-            event["error"] = -event["ret"] if event["ret"] < 0 else 0
+        if self.has_ret:
+            ret = event["ret"]
+            event["error"] = -ret if ret < 0 else 0
         return event
 
 

@@ -59,9 +59,13 @@ class Resolved:
 class Checker:
     """Checks the files of one policy; `check()` returns the Policy and findings."""
 
-    def __init__(self, files: Iterable[ast.FileSyntax], paths: tuple[str, ...] = ()):
+    def __init__(self, files: Iterable[ast.FileSyntax], paths: tuple[str, ...] = (),
+                 roots: Iterable[str] | None = None):  # fmt: skip
         self.files = list(files)
         self.paths = paths or tuple(f.path for f in self.files)
+        # unused names are reported only in these files: an included file is a
+        # library, and its user may need only part of it
+        self.roots = set(self.paths if roots is None else roots)
         self.diags: list[Diagnostic] = []
         self.lets: dict[str, ast.Let] = {}
         self.taint_defs: dict[str, ast.TaintDef] = {}
@@ -119,13 +123,13 @@ class Checker:
 
     def _report_unused(self) -> None:
         for name, let in self.lets.items():
-            if name not in self.used:
+            if name not in self.used and let.loc.file in self.roots:
                 self.warning(
                     "unused-definition", let.name.loc,
                     f"'{name}' is defined but never used", len(name),
                 )  # fmt: skip
         for name, taint in self.taint_defs.items():
-            if name not in self.used:
+            if name not in self.used and taint.loc.file in self.roots:
                 self.warning(
                     "unused-taint", taint.name.loc,
                     f"taint '{name}' is defined but no rule waits for it", len(name),
@@ -440,7 +444,8 @@ class Checker:
             first[key] = stmt.key.loc
             if key not in names.SETTINGS:
                 self.warning("unknown-setting", stmt.key.loc, f"unknown setting "
-                             f"'{key}'" + _suggest(key, names.SETTINGS), len(key))  # fmt: skip
+                             f"'{key}'" + _suggest(key, names.SETTINGS, "; known settings: "
+                             + ", ".join(names.SETTINGS)), len(key))  # fmt: skip
                 continue
             allowed = names.SETTINGS[key]
             if allowed is not None and value not in allowed:
@@ -463,7 +468,7 @@ def _unique_sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(unique, key=Diagnostic.sort_key)
 
 
-def check(files: list[ast.FileSyntax], paths: tuple[str, ...] = ()
-          ) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
-    """Check parsed files as one policy."""
-    return Checker(files, paths).check()
+def check(files: list[ast.FileSyntax], paths: tuple[str, ...] = (),
+          roots: Iterable[str] | None = None) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
+    """Check parsed files as one policy; `roots` are the files not included."""
+    return Checker(files, paths, roots).check()

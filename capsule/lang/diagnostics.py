@@ -101,7 +101,7 @@ class SourceCache:
     """The text of policy files, for snippets; files read later are read from disk."""
 
     def __init__(self, texts: Mapping[str, str] | None = None):
-        self._texts = dict(texts or {})
+        self._texts: dict[str, str | None] = dict(texts or {})
 
     def add(self, file: str, text: str) -> None:
         self._texts[file] = text
@@ -112,8 +112,11 @@ class SourceCache:
                 with open(file, "rb") as handle:
                     self._texts[file] = handle.read().decode("utf-8", "replace")
             except OSError:
-                self._texts[file] = ""
-        lines = self._texts[file].split("\n")
+                self._texts[file] = None  # no snippet for a file that is not there
+        text = self._texts[file]
+        if text is None:
+            return None
+        lines = text.split("\n")
         return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else None
 
 

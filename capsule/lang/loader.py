@@ -99,19 +99,24 @@ def load(paths: list[str]) -> tuple[Policy, list[Diagnostic]]:
     for path in paths:
         loader.load(path, None, [])
     syntaxes = [s for s in loader.files.values() if s is not None]
-    policy, diags = check(syntaxes, tuple(loader.order))
+    policy, diags = check(syntaxes, tuple(loader.order), paths)
     return policy, sorted(loader.diags, key=Diagnostic.sort_key) + diags
 
 
-def load_text(text: str, file: str = "<string>") -> tuple[Policy, list[Diagnostic]]:
-    """Check a policy given as text (tests, `explain -e`); includes are relative to
-    the current directory."""
+def load_source(source: str | bytes, file: str = "<string>"
+                ) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
+    """Check a policy given as text or bytes (tests, `explain -e`); its includes are
+    relative to the directory of `file`."""
     loader = _Loader()
     try:
+        text = decode(source, file) if isinstance(source, bytes) else source
         syntax = parse(text, file)
     except ParseFailed as failed:
         return Policy(rules=()), [failed.diagnostic]
     loader.add(syntax, os.path.realpath(file), [])
     syntaxes = [s for s in loader.files.values() if s is not None]
-    policy, diags = check(syntaxes, tuple(loader.order))
+    policy, diags = check(syntaxes, tuple(loader.order), [file])
     return policy, sorted(loader.diags, key=Diagnostic.sort_key) + diags
+
+
+load_text = load_source

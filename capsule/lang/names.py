@@ -175,7 +175,7 @@ def canonical_capability(text: str) -> str | None:
 
 def canonical_signal(text: str) -> str | None:
     """Return SIGX for `SIGX`, `sigx`, `X` or a number, or None if unknown."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) < 4:
         number = int(text)
         names = [n for n, v in SIGNALS.items() if v == number]
         return f"SIG{names[0]}" if names else None

@@ -236,6 +236,9 @@ def parse(text: str, file: str = "<string>") -> ast.FileSyntax:
         statements = builder.transform(parser.parse(text))
     except lark.exceptions.UnexpectedInput as err:
         raise ParseFailed(_syntax_error(err, text, file, parser)) from None
+    except lark.exceptions.LarkError as err:  # not expected; still no traceback
+        message = f"cannot parse: {type(err).__name__}"
+        raise ParseFailed(_error(Location(file, 1, 1), message, "syntax-error")) from None
     except RecursionError:  # cannot happen with a flat grammar; kept as a last guard
         raise ParseFailed(_error(Location(file, 1, 1), "policy too deeply nested",
                                  "syntax-error")) from None

@@ -18,6 +18,7 @@ from capsule.lang import names
 _MAPPED_V4 = 0xFFFF_0000_0000  # ::ffff:0:0/96, where IPv4 lives in IPv6
 _HOME = r"(?:/root|/home/[^/]+)"
 _COMPONENT = r"/[^/]+"
+_DIGITS = re.compile(r"[0-9]{1,20}\Z")  # ASCII only: str.isdigit() accepts '²'
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel, so it is no uid
 
 
@@ -164,21 +165,24 @@ class PathGlob:
         return (PathGlob("/root" + rest or "/root"), PathGlob("/home/*" + rest))
 
     def specificity(self) -> int:
-        """16 per literal character (`~` counts 1), minus 1 per wildcard, minus 2 for
-        `~` and 2 for a trailing slash."""
-        literal, wild = int(self.home), 0  # a home directory counts one literal
-        for part in self._parts():
+        """16 per literal character and separator (`~` counts 1), minus a cost per
+        wildcard: `?` 1, `*` 2, `**` 4, and 2 for `~`, 4 for a trailing slash."""
+        literal, cost = int(self.home), 2 * self.home + 4 * self.tree
+        parts = self._parts()
+        for part in parts:
             literal += 1  # the separator
             for token in part:
                 literal += token.kind == "lit"
-                wild += token.kind != "lit"
-        if not self._parts() and not self.home:
+                cost += _WILDCARD_COST.get(token.kind, 0)
+        if not parts and not self.home:
             literal = 1  # "/" itself
-        wild += 2 * self.home + 2 * self.tree
-        return 16 * literal - wild
+        return 16 * literal - cost
 
     def __str__(self) -> str:
         return self.text
+
+
+_WILDCARD_COST = {"qmark": 1, "star": 2, "globstar": 4}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -274,7 +278,7 @@ def _cidr_cause(text: str, err: ValueError) -> str:
     address, _, prefix = text.partition("/")
     if "has host bits set" in str(err):
         return "host bits are set below the prefix length"
-    if "/" in text and not prefix.isdigit():
+    if "/" in text and not _DIGITS.match(prefix):
         return "the prefix length is not a number"
     top = 128 if ":" in address else 32
     if prefix and int(prefix) > top:
@@ -287,7 +291,7 @@ def _cidr_cause(text: str, err: ValueError) -> str:
 
 def _range(text: str, top: int, what: str) -> tuple[int, int]:
     lo_text, sep, hi_text = text.partition("-")
-    if not lo_text.isdigit() or (sep and not hi_text.isdigit()):
+    if not _DIGITS.match(lo_text) or (sep and not _DIGITS.match(hi_text)):
         raise PatternError(f"bad {what} '{text}': expected N or N-M")
     lo, hi = int(lo_text), int(hi_text) if sep else int(lo_text)
     if hi > top:
@@ -454,7 +458,9 @@ class DeviceNumber:
     @classmethod
     def parse(cls, text: str) -> DeviceNumber:
         major, sep, minor = text.partition(":")
-        if not sep or not major.isdigit() or not (minor.isdigit() or minor == "*"):
+        if not sep or not _DIGITS.match(major) or not (
+            _DIGITS.match(minor) or minor == "*"
+        ):
             raise PatternError(f"bad device '{text}': expected MAJOR:MINOR or MAJOR:*")
         if int(major) > 4095 or (minor != "*" and int(minor) > 1048575):
             raise PatternError(f"bad device '{text}': major or minor is out of range")

@@ -175,13 +175,14 @@ class CompatRun:
                                     request.directory)
         self.cgroup: AgentCgroup | None = None
         self.net = None
+        self.denials = None
         self.supervisor: Supervisor | None = None
         self.store: RunStore | None = None
 
     def run(self) -> EnforceResult:
         started = time.monotonic()
         request = self.request
-        want_cgroup = cgroup2_root() is not None and _net_guard_module() is not None
+        want_cgroup = cgroup2_root() is not None and _bpf_modules() is not None
         compat = plan(request, cgroup=want_cgroup)
         if request.on_coverage:
             request.on_coverage(compat.report)
@@ -200,10 +201,15 @@ class CompatRun:
 
     def _run(self, compat: CompatPlan) -> None:
         # the agent's cgroup and its hooks are in place before the command exists
-        if compat.network is not None:
+        bpf = _bpf_modules()
+        if bpf is not None and cgroup2_root() is not None:
+            sockguard, denials = bpf
             self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
-            self.net = _net_guard_module().SockGuard(compat.network, self.cgroup,
-                                                     self._report)
+            if compat.network is not None:
+                self.net = sockguard.SockGuard(compat.network, self.cgroup, self._report)
+            if compat.handled:
+                self.denials = denials.DenialWatcher(compat.visible, compat.handled,
+                                                     self.cgroup, self._report)
         plan_fd = _plan_memfd(compat.child_plan())
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(child_sock.fileno(), True)
@@ -229,15 +235,19 @@ class CompatRun:
     def _wait(self, pid: int) -> int:
         status = None
         while True:
-            if self.net is not None:
-                self.net.poll(int(POLL_S * 1000))
-            else:
-                time.sleep(POLL_S)
+            self._poll(int(POLL_S * 1000))
             if status is None:
                 done, raw = os.waitpid(pid, os.WNOHANG)
                 status = raw if done else None
             if status is not None and not (self.cgroup and self.cgroup.pids()):
                 return status
+
+    def _poll(self, timeout_ms: int) -> None:
+        readers = [r for r in (self.net, self.denials) if r is not None]
+        if not readers:
+            time.sleep(timeout_ms / 1000)
+        for reader in readers:
+            reader.poll(timeout_ms // len(readers))
 
     def _report_verdict(self, verdict: Verdict) -> None:
         event = dict(verdict.event)
@@ -258,12 +268,12 @@ class CompatRun:
             self.request.on_event(event)
 
     def _cleanup(self) -> None:
-        if self.net is not None:
-            self.net.poll(0)
+        self._poll(0)
         if self.supervisor is not None:
             self.supervisor.stop()
-        if self.net is not None:
-            self.net.close()
+        for reader in (self.net, self.denials):
+            if reader is not None:
+                reader.close()
         if self.cgroup is not None:
             self.cgroup.kill_all()
             self.cgroup.remove()
@@ -272,13 +282,15 @@ class CompatRun:
             self.store.close()
 
 
-def _net_guard_module():
+def _bpf_modules():
+    """The modules that load BPF, or None where libbpf cannot be used."""
     try:
-        from capsule.runtime.compat import sockguard
-    except ImportError as err:  # libbpf.py is not there yet
-        log.warning("network rules are audit only: %s", err)
+        from capsule.runtime.compat import denials, sockguard
+    except (ImportError, OSError) as err:
+        log.warning("network rules are audit only, and Landlock denials are not "
+                    "reported: %s", err)
         return None
-    return sockguard
+    return sockguard, denials
 
 
 def _plan_memfd(plan: dict) -> int:

@@ -60,6 +60,23 @@ class Proc:
     exit_ns: int | None = None
     fds: dict[int, str] = field(default_factory=dict)
 
+    _context: dict | None = None
+
+    def context(self) -> dict:
+        """The keys enrichment adds to each of this process's events (cached)."""
+        if self._context is None:
+            self._context = {
+                "proc_start_ns": self.start_ns,
+                "depth": self.depth,
+                "exe": self.exe,
+                "argv": self.argv,
+                "cwd": self.cwd,
+            }
+        return self._context
+
+    def changed(self) -> None:
+        self._context = None
+
     @property
     def depth(self) -> int:
         """How many traced ancestors this process has (0 for the traced command)."""
@@ -79,7 +96,9 @@ def _readlink(path: Path) -> str | None:
 def _read_stat(pid: int) -> tuple[str, int, int] | None:
     """(comm, ppid, start ticks since boot) from /proc/<pid>/stat, or None if gone."""
     try:
-        text = (PROC / str(pid) / "stat").read_bytes().decode("utf-8", "surrogateescape")
+        text = (
+            (PROC / str(pid) / "stat").read_bytes().decode("utf-8", "surrogateescape")
+        )
     except OSError:
         return None
     # comm is in parentheses and may itself contain ") ", so split at the last one
@@ -109,8 +128,14 @@ def snapshot_process(pid: int) -> Proc | None:
     except OSError:
         uid = None
     return Proc(
-        pid=pid, start_ns=start_ns, ppid=ppid, comm=comm, uid=uid,
-        exe=_readlink(base / "exe"), argv=_read_argv(pid), cwd=_readlink(base / "cwd"),
+        pid=pid,
+        start_ns=start_ns,
+        ppid=ppid,
+        comm=comm,
+        uid=uid,
+        exe=_readlink(base / "exe"),
+        argv=_read_argv(pid),
+        cwd=_readlink(base / "cwd"),
     )
 
 
@@ -240,15 +265,23 @@ class CgroupNames:
 
 # driver names from /proc/devices -> the device class a policy speaks of
 _DEVICE_CLASSES = (
-    ("tty", re.compile(r"^(tty\w*|/dev/tty|/dev/console|/dev/ptmx|/dev/vc/\d+|pts|ptm|vcs)$")),
+    (
+        "tty",
+        re.compile(
+            r"^(tty\w*|/dev/tty|/dev/console|/dev/ptmx|/dev/vc/\d+|pts|ptm|vcs)$"
+        ),
+    ),
     ("gpu", re.compile(r"^(drm|nvidia\w*|kfd|dri|accel)$")),
     ("usb", re.compile(r"^(usb\w*|usbmon|usb_device|hidraw)$")),
-    ("disk", re.compile(r"^(sd|nvme|blkext|virtblk|device-mapper|md|sr|loop|zram|mmc|dm)$")),
+    (
+        "disk",
+        re.compile(r"^(sd|nvme|blkext|virtblk|device-mapper|md|sr|loop|zram|mmc|dm)$"),
+    ),
 )
 # devices that live under the shared misc major (10) have fixed minors
 _MISC_MINORS = {232: "kvm", 200: "tun"}
 MISC_MAJOR = 10
-# majors fixed in Documentation/admin-guide/devices.txt, known even before a driver loads
+# majors fixed by the kernel's device list, known even before a driver loads
 _FIXED_MAJORS = {4: "tty", 5: "tty", 180: "usb", 189: "usb", 195: "gpu", 226: "gpu"}
 
 
@@ -300,9 +333,11 @@ def split_dev(dev: int) -> tuple[int, int]:
 
 
 def format_sockaddr(family: int, addr: bytes | str | int, port: int) -> str:
-    """"127.0.0.1:80", "[::1]:443", "/run/x.sock"; IPv4-mapped IPv6 shown as IPv4."""
+    """ "127.0.0.1:80", "[::1]:443", "/run/x.sock"; IPv4-mapped IPv6 shown as IPv4."""
     if family == socket.AF_UNIX:
-        text = addr.decode("utf-8", "surrogateescape") if isinstance(addr, bytes) else addr
+        text = (
+            addr.decode("utf-8", "surrogateescape") if isinstance(addr, bytes) else addr
+        )
         return text.rstrip("\0") or "(unnamed)"
     if family == socket.AF_INET:
         ip = ipaddress.IPv4Address(addr[:4] if isinstance(addr, bytes) else addr)
@@ -319,22 +354,34 @@ def format_sockaddr(family: int, addr: bytes | str | int, port: int) -> str:
 
 _HOME = r"(?:/root|/home/[^/]+)"
 PERSIST_PATTERNS = (
-    ("shell-rc", re.compile(
-        _HOME + r"/\.(?:bashrc|bash_profile|bash_login|bash_logout|profile|zshrc|"
-        r"zprofile|zshenv|zlogin)$")),
+    (
+        "shell-rc",
+        re.compile(
+            _HOME + r"/\.(?:bashrc|bash_profile|bash_login|bash_logout|profile|zshrc|"
+            r"zprofile|zshenv|zlogin)$"
+        ),
+    ),
     ("shell-rc", re.compile(r"/etc/(?:profile|bash\.bashrc|zsh/\w+|environment)$")),
     ("shell-rc", re.compile(r"/etc/profile\.d/[^/]+$")),
-    ("cron", re.compile(r"/etc/(?:crontab|cron\.(?:d|hourly|daily|weekly|monthly)/[^/]+)$")),
+    (
+        "cron",
+        re.compile(r"/etc/(?:crontab|cron\.(?:d|hourly|daily|weekly|monthly)/[^/]+)$"),
+    ),
     ("cron", re.compile(r"/var/spool/cron/(?:.+/)?[^/]+$")),
     ("systemd", re.compile(r"/(?:etc|usr/lib|lib|run)/systemd/(?:system|user)/.+$")),
     ("systemd", re.compile(_HOME + r"/\.config/systemd/user/.+$")),
     ("authorized-keys", re.compile(_HOME + r"/\.ssh/authorized_keys2?$")),
-    ("authorized-keys", re.compile(r"/etc/ssh/(?:sshd_config(?:\.d/.+)?|authorized_keys.*)$")),
+    (
+        "authorized-keys",
+        re.compile(r"/etc/ssh/(?:sshd_config(?:\.d/.+)?|authorized_keys.*)$"),
+    ),
     ("ld-preload", re.compile(r"/etc/ld\.so\.(?:preload|conf(?:\.d/.+)?)$")),
     ("init", re.compile(r"/etc/(?:rc\.local|init\.d/[^/]+|rc\d\.d/[^/]+)$")),
 )
 # the file operations that leave something behind at the target path
-PERSIST_OPS = frozenset({"write", "create", "rename", "link", "symlink", "truncate", "chmod"})
+PERSIST_OPS = frozenset(
+    {"write", "create", "rename", "link", "symlink", "truncate", "chmod"}
+)
 
 
 def persistence_class(path: str) -> str | None:
@@ -359,6 +406,7 @@ class Enricher:
         self.users = UserNames()
         self.cgroups = cgroups or CgroupNames()
         self.devices = DeviceClasses()
+        self._cgroup_cache: dict[int, dict | None] = {}
 
     def add_root(self, pid: int) -> Proc:
         return self.procs.add_root(pid)
@@ -366,10 +414,30 @@ class Enricher:
     def enrich(self, event: dict) -> list[dict]:
         """The event with its context, plus any event derived from it."""
         proc = self._track(event)
-        self._add_process(event, proc)
-        self._resolve(event, proc)
-        derived = self._persistence(event)
-        return [event, derived] if derived else [event]
+        event.update(proc.context())
+        event["user"] = self.users(event.get("uid", 0))
+        cgroup = self._cgroup_context(event.get("cgroup_id", 0))
+        if cgroup:
+            event.update(cgroup)
+        if event.get("error"):
+            event["error_name"] = names.errno_name(event["error"])
+        if "syscall" in event:
+            event["syscall_name"] = names.syscall_name(event["syscall"])
+        area = event["area"]
+        getattr(self, "_resolve_" + area.replace("-", "_"), _no_names)(event, proc)
+        if area == "file" and event["op"] in PERSIST_OPS:
+            derived = self._persistence(event)
+            if derived:
+                return [event, derived]
+        return [event]
+
+    def _cgroup_context(self, cgroup_id: int) -> dict | None:
+        if cgroup_id not in self._cgroup_cache:
+            path = self.cgroups(cgroup_id)
+            self._cgroup_cache[cgroup_id] = (
+                {"cgroup": path, "container": container_of(path)} if path else None
+            )
+        return self._cgroup_cache[cgroup_id]
 
     # the process tree follows fork, exec and exit
     def _track(self, event: dict) -> Proc:
@@ -397,41 +465,52 @@ class Enricher:
         proc.argv = event.get("argv") or _read_argv(proc.pid) or [filename]
         proc.cwd = _readlink(PROC / str(proc.pid) / "cwd") or proc.cwd
         proc.fds = {fd: path for fd, path in proc.fds.items() if fd <= 2}
+        proc.changed()
 
     def _on_exit(self, event: dict, proc: Proc) -> None:
         if event.get("tid", proc.pid) == proc.pid:
             proc.exit_ns = event["ts_ns"]
 
-    def _add_process(self, event: dict, proc: Proc) -> None:
-        event["proc_start_ns"] = proc.start_ns
-        event["depth"] = proc.depth
-        event["exe"] = proc.exe
-        event["argv"] = proc.argv
-        event["cwd"] = proc.cwd
-        event["user"] = self.users(event["uid"]) if "uid" in event else None
-        cgroup = self.cgroups(event.get("cgroup_id", 0))
-        if cgroup is not None:
-            event["cgroup"] = cgroup
-            event["container"] = container_of(cgroup)
+    # numbers -> names, per area
+    def _resolve_file(self, event: dict, proc: Proc) -> None:
+        if not event.get("path") and isinstance(event.get("fd"), int):
+            self._resolve_fd(event, proc)
+        elif event.get("fd", -1) >= 0 and event.get("path"):
+            proc.fds[event["fd"]] = event[
+                "path"
+            ]  # a later fd-only event needs no /proc
 
-    # numbers -> names
-    def _resolve(self, event: dict, proc: Proc) -> None:
+    def _resolve_network(self, event: dict, proc: Proc) -> None:
+        self._resolve_address(event)
+
+    def _resolve_ipc(self, event: dict, proc: Proc) -> None:
         if SOCKET_FAMILY in event:
             self._resolve_address(event)
-        elif isinstance(event.get("fd"), int):
-            self._resolve_fd(event, proc)
-        if event.get("syscall") is not None and "ret" in event:
-            event["syscall_name"] = names.syscall_name(event["syscall"])
-        if event.get("error"):
-            event["error_name"] = names.errno_name(event["error"])
-        if "sig" in event:
-            event["signal_name"] = names.signal_name(event["sig"])
-        if "target_pid" in event:
-            target = self.procs.get(event["target_pid"], event["ts_ns"])
-            event["target_comm"] = target.comm if target else None
-        if event.get("area") == "device":
-            self._resolve_device(event)
-        _NAMERS.get(event.get("area"), _no_names)(event)
+        if event.get("target_pid"):
+            self._resolve_target(event)
+
+    def _resolve_signal(self, event: dict, proc: Proc) -> None:
+        event["signal_name"] = names.signal_name(event.get("sig", 0))
+        self._resolve_target(event)
+
+    def _resolve_target(self, event: dict) -> None:
+        target = self.procs.get(event.get("target_pid", 0), event["ts_ns"])
+        event["target_comm"] = target.comm if target else None
+
+    def _resolve_creds(self, event: dict, proc: Proc) -> None:
+        if event.get("op") in ("capset", "setid-exec"):
+            event["caps"] = names.capability_names(event.get("cap_effective", 0))
+
+    def _resolve_namespace(self, event: dict, proc: Proc) -> None:
+        flags = event.get("ns_flags") or event.get("clone_flags") or 0
+        if flags:
+            event["namespaces"] = names.namespace_names(flags)
+        if event.get("op") == "setrlimit":
+            event["resource_name"] = names.rlimit_name(event.get("resource", -1))
+
+    def _resolve_memory(self, event: dict, proc: Proc) -> None:
+        if event.get("op") == "wx":
+            event["prot_text"] = names.prot_text(event.get("prot", 0))
 
     @staticmethod
     def _resolve_address(event: dict) -> None:
@@ -439,59 +518,35 @@ class Enricher:
         if addr or port:
             event["address"] = format_sockaddr(event[SOCKET_FAMILY], addr or "", port)
 
-    def _resolve_fd(self, event: dict, proc: Proc) -> None:
+    @staticmethod
+    def _resolve_fd(event: dict, proc: Proc) -> None:
         fd = event["fd"]
         if fd < 0:
-            return
-        path = event.get("path")
-        if path:
-            proc.fds[fd] = path  # a later event on this fd needs no /proc lookup
             return
         path = proc.fds.get(fd) or _readlink(PROC / str(proc.pid) / "fd" / str(fd))
         if path:
             event["fd_path"] = path
 
-    def _resolve_device(self, event: dict) -> None:
+    def _resolve_device(self, event: dict, proc: Proc) -> None:
         major, minor = event.get("major", 0), event.get("minor", 0)
         block = stat.S_ISBLK(event.get("mode", 0))
         event["device"] = f"{major}:{minor}"
         event["device_class"] = self.devices(major, minor, block)
 
     # a write to a persistence path is also a system/persist event
-    def _persistence(self, event: dict) -> dict | None:
-        if event.get("area") != "file" or event.get("op") not in PERSIST_OPS:
-            return None
+    @staticmethod
+    def _persistence(event: dict) -> dict | None:
         path = event.get("new_path") or event.get("path") or ""
         kind = persistence_class(path)
         if kind is None:
             return None
         event["persist"] = kind
-        derived = dict(event, area="system", op="persist", derived_from="file/" + event["op"])
+        derived = dict(
+            event, area="system", op="persist", derived_from="file/" + event["op"]
+        )
         derived["path"] = path
         return derived
 
 
-
-def _creds_names(event: dict) -> None:
-    if event.get("op") in ("capset", "setid-exec"):
-        event["caps"] = names.capability_names(event.get("cap_effective", 0))
-
-
-def _namespace_names(event: dict) -> None:
-    flags = event.get("ns_flags") or event.get("clone_flags") or 0
-    if flags:
-        event["namespaces"] = names.namespace_names(flags)
-    if event.get("op") == "setrlimit":
-        event["resource_name"] = names.rlimit_name(event.get("resource", -1))
-
-
-def _memory_names(event: dict) -> None:
-    if event.get("op") == "wx":
-        event["prot_text"] = names.prot_text(event.get("prot", 0))
-
-
-def _no_names(event: dict) -> None:
+def _no_names(event: dict, proc: Proc) -> None:
     pass
-
-
-_NAMERS = {"creds": _creds_names, "namespace": _namespace_names, "memory": _memory_names}

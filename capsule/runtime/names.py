@@ -26,6 +26,9 @@ _CAPABILITIES = (
 ).split()
 
 
+ALL_CAPS = len(_CAPABILITIES)
+
+
 def signal_name(number: int) -> str:
     """SIGTERM for 15; SIGRTMIN+3 for real-time signals; "signal 99" when unknown."""
     try:
@@ -73,8 +76,14 @@ def syscall_name(number: int) -> str:
 
 # sched.h: the CLONE_NEW* bits that create or enter a namespace
 _NAMESPACE_FLAGS = (
-    (0x00020000, "mnt"), (0x02000000, "cgroup"), (0x04000000, "uts"), (0x08000000, "ipc"),
-    (0x10000000, "user"), (0x20000000, "pid"), (0x40000000, "net"), (0x00000080, "time"),
+    (0x00020000, "mnt"),
+    (0x02000000, "cgroup"),
+    (0x04000000, "uts"),
+    (0x08000000, "ipc"),
+    (0x10000000, "user"),
+    (0x20000000, "pid"),
+    (0x40000000, "net"),
+    (0x00000080, "time"),
 )
 
 
@@ -87,7 +96,10 @@ def namespace_names(flags: int) -> list[str]:
 def _rlimits() -> dict[int, str]:
     import resource
 
-    return {getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}
+    table: dict[int, str] = {}
+    for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
+        table.setdefault(getattr(resource, name), name)  # NOFILE before its alias OFILE
+    return table
 
 
 def rlimit_name(number: int) -> str:
@@ -96,7 +108,7 @@ def rlimit_name(number: int) -> str:
 
 
 def prot_text(prot: int) -> str:
-    """"rwx"-style text for mmap/mprotect protection bits."""
+    """ "rwx"-style text for mmap/mprotect protection bits."""
     import mmap
 
     bits = ((mmap.PROT_READ, "r"), (mmap.PROT_WRITE, "w"), (mmap.PROT_EXEC, "x"))

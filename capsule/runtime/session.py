@@ -20,13 +20,14 @@ from pathlib import Path
 
 from capsule.cli import exitcodes
 from capsule.errors import CapsuleError
+from capsule.events.schema import FLAGS
 from capsule.runtime.enrich import Enricher, Proc, snapshot_process
-from capsule.events.schema import flag_names
 from capsule.runtime.store import RunStore
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+TRUNCATED = FLAGS["TRUNCATED"]
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 
 
@@ -67,14 +68,20 @@ class RunResult:
 def preflight() -> None:
     """Fail with one line that names what is missing and how to fix it."""
     if os.geteuid() != 0:
-        raise CapsuleError("failed to start tracing: capsule trace needs root",
-                           hint="run it as root, e.g. `sudo capsule trace -- CMD`")
+        raise CapsuleError(
+            "failed to start tracing: capsule trace needs root",
+            hint="run it as root, e.g. `sudo capsule trace -- CMD`",
+        )
     if not BTF_PATH.exists():
-        raise CapsuleError(f"failed to start tracing: kernel BTF ({BTF_PATH}) is missing",
-                           hint="boot a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+        raise CapsuleError(
+            f"failed to start tracing: kernel BTF ({BTF_PATH}) is missing",
+            hint="boot a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        )
     if shutil.which("clang") is None:
-        raise CapsuleError("failed to start tracing: clang is not installed",
-                           hint="install it: `apt-get install clang` (or `make setup`)")
+        raise CapsuleError(
+            "failed to start tracing: clang is not installed",
+            hint="install it: `apt-get install clang` (or `make setup`)",
+        )
 
 
 @dataclass
@@ -91,8 +98,10 @@ class RunAs:
         try:
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
         except (KeyError, OverflowError):
-            raise CapsuleError(f"failed to find user {user!r}: no such user",
-                               hint="pass a name or uid from /etc/passwd") from None
+            raise CapsuleError(
+                f"failed to find user {user!r}: no such user",
+                hint="pass a name or uid from /etc/passwd",
+            ) from None
         return cls(entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir)
 
 
@@ -114,7 +123,11 @@ def _child(argv: list[str], go_r: int, err_w: int, run_as: RunAs | None) -> None
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)
     except OSError as err:
-        code = exitcodes.NOT_FOUND if err.errno == errno.ENOENT else exitcodes.NOT_EXECUTABLE
+        code = (
+            exitcodes.NOT_FOUND
+            if err.errno == errno.ENOENT
+            else exitcodes.NOT_EXECUTABLE
+        )
         os.write(err_w, f"{code} {err.strerror}".encode())
         os._exit(code)
     finally:
@@ -140,10 +153,11 @@ def move_to_cgroup(pid: int, cgroup: Path) -> None:
     try:
         (cgroup / "cgroup.procs").write_text(f"{pid}\n")
     except OSError as err:
-        raise CapsuleError(f"failed to move the command into cgroup {cgroup}: "
-                           f"{err.strerror}",
-                           hint="pass a cgroup v2 directory, e.g. one made with mkdir "
-                           "under the cgroup2 mount") from err
+        raise CapsuleError(
+            f"failed to move the command into cgroup {cgroup}: {err.strerror}",
+            hint="pass a cgroup v2 directory, e.g. one made with mkdir "
+            "under the cgroup2 mount",
+        ) from err
 
 
 def exit_code_of(status: int) -> int:
@@ -158,9 +172,15 @@ def exit_code_of(status: int) -> int:
 class Session:
     """One traced command, from fork to the last drained event."""
 
-    def __init__(self, argv: list[str], directory: Path, tracer_factory: Callable,
-                 run_as: RunAs | None = None, on_event: Callable | None = None,
-                 cgroup: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        directory: Path,
+        tracer_factory: Callable,
+        run_as: RunAs | None = None,
+        on_event: Callable | None = None,
+        cgroup: Path | None = None,
+    ) -> None:
         self.argv = argv
         self.cgroup = cgroup
         self.directory = directory
@@ -169,15 +189,18 @@ class Session:
         self.on_event = on_event
         self.enricher = Enricher()
         self.root: Proc | None = None
-        self.result = RunResult(command=argv, exit_code=exitcodes.CAPSULE_FAILED,
-                                directory=directory)
+        self.result = RunResult(
+            command=argv, exit_code=exitcodes.CAPSULE_FAILED, directory=directory
+        )
 
     def run(self) -> RunResult:
         store = RunStore(self.directory)
         started = time.monotonic()
-        t0_ns = time.monotonic_ns()
-        store.set_meta(command=self.argv, started_at=time.time(), t0_ns=t0_ns,
-                       user=self.run_as.name if self.run_as else None)
+        store.set_meta(
+            command=self.argv,
+            started_at=time.time(),
+            user=self.run_as.name if self.run_as else None,
+        )
         try:
             self._run_traced(store)
         finally:
@@ -195,6 +218,8 @@ class Session:
                 if self.cgroup is not None:
                     move_to_cgroup(pid, self.cgroup)
                 self.root = self.enricher.add_root(pid)
+                # times in the run count from here, where the command is let go
+                store.set_meta(t0_ns=time.monotonic_ns())
                 os.write(go_w, b"x")  # release: tracking is already in place
                 released = True
                 os.close(go_w)
@@ -226,7 +251,7 @@ class Session:
         return status
 
     def _drain(self, tracer, store: RunStore) -> None:
-        """Read until the ring buffer is empty: the tree has exited, nothing is coming."""
+        """Read until the ring buffer is empty: the tree is gone, nothing more comes."""
         while True:
             events = tracer.poll(10)
             if not events:
@@ -238,7 +263,7 @@ class Session:
             for event in self.enricher.enrich(raw):
                 store.add(event)
                 self.result.counts[event["area"]] += 1
-                if "TRUNCATED" in flag_names(event.get("flags", 0)):
+                if event.get("flags", 0) & TRUNCATED:
                     self.result.truncated += 1
                 if self.on_event is not None:
                     self.on_event(event)
@@ -291,7 +316,7 @@ def _not_zombie(pid: int) -> bool:
         text = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return False
-    return text[text.rfind(b")") + 2:text.rfind(b")") + 3] not in (b"Z", b"X")
+    return text[text.rfind(b")") + 2 : text.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def _kill_and_wait(pid: int) -> int:

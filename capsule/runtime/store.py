@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS drops (ts_ns INTEGER NOT NULL, total INTEGER NOT NULL);
+"""
+# built once at the end of a run: keeping indexes current costs more than the insert
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS events_by_area ON events (area, ts_ns);
 CREATE INDEX IF NOT EXISTS events_by_pid ON events (pid, ts_ns);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_ns);
@@ -82,9 +85,13 @@ class RunStore:
             self._db = sqlite3.connect(self.db_path, isolation_level=None)
             self._jsonl = open(directory / JSONL_NAME, "wb") if jsonl else None
         except (OSError, sqlite3.Error) as err:
-            raise CapsuleError(f"failed to create run store {directory}: {err}") from err
+            raise CapsuleError(
+                f"failed to create run store {directory}: {err}"
+            ) from err
         # a crash loses at most the last batch; the store is rebuilt per run anyway
-        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self._db.executescript(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;" + _SCHEMA
+        )
         self._db.execute(f"PRAGMA user_version={STORE_VERSION}")
         self._rows: list[tuple] = []
         self._seq = 0
@@ -98,12 +105,23 @@ class RunStore:
         self._seq += 1
         event["seq"] = self._seq
         data = encode(event)
-        self._rows.append((
-            self._seq, event["ts_ns"], event.get("area", "?"), event.get("op", "?"),
-            event.get("pid"), event.get("tid"), event.get("ppid"), event.get("uid"),
-            json_safe(event.get("comm", "")), event.get("flags", 0),
-            event.get("verdict"), event.get("depth", 0), data.decode(),
-        ))
+        self._rows.append(
+            (
+                self._seq,
+                event["ts_ns"],
+                event.get("area", "?"),
+                event.get("op", "?"),
+                event.get("pid"),
+                event.get("tid"),
+                event.get("ppid"),
+                event.get("uid"),
+                json_safe(event.get("comm", "")),
+                event.get("flags", 0),
+                event.get("verdict"),
+                event.get("depth", 0),
+                data.decode(),
+            )
+        )
         if self._jsonl is not None:
             self._jsonl.write(data + b"\n")
         if len(self._rows) >= _BATCH:
@@ -127,6 +145,7 @@ class RunStore:
         self.flush()
         if self._jsonl is not None:
             self._jsonl.close()
+        self._db.executescript(_INDEXES)
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.close()
@@ -139,8 +158,10 @@ class RunReader:
         if path.is_dir():
             path = path / DB_NAME
         if not path.is_file():
-            raise CapsuleError(f"failed to open run {path}: no such file",
-                               hint="pass the run.db written by `capsule trace -o DIR`")
+            raise CapsuleError(
+                f"failed to open run {path}: no such file",
+                hint="pass the run.db written by `capsule trace -o DIR`",
+            )
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -148,8 +169,10 @@ class RunReader:
         except sqlite3.Error as err:
             raise CapsuleError(f"failed to open run {path}: {err}") from err
         if version != STORE_VERSION:
-            raise CapsuleError(f"failed to open run {path}: store version {version}, "
-                               f"expected {STORE_VERSION}")
+            raise CapsuleError(
+                f"failed to open run {path}: store version {version}, "
+                f"expected {STORE_VERSION}"
+            )
         self.path = path
 
     def meta(self) -> dict:
@@ -160,8 +183,13 @@ class RunReader:
         row = self._db.execute("SELECT max(total) FROM drops").fetchone()
         return row[0] or 0
 
-    def events(self, areas: list[str] | None = None, pids: list[int] | None = None,
-               since_ns: int | None = None, until_ns: int | None = None) -> Iterator[dict]:
+    def events(
+        self,
+        areas: list[str] | None = None,
+        pids: list[int] | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> Iterator[dict]:
         """Stored events in kernel order, filtered; times are CLOCK_MONOTONIC ns."""
         where, args = [], []
         if areas:

@@ -6,12 +6,14 @@ own line and cannot recolour or forge anything.
 """
 
 import shlex
+import socket
 
 from rich.console import Console
 from rich.text import Text
 
-from capsule.runtime.escape import escape
 from capsule.events.schema import flag_names
+from capsule.runtime.escape import escape
+from capsule.runtime.names import ALL_CAPS
 
 AREA_STYLES = {
     "process": "cyan",
@@ -58,7 +60,7 @@ def _path(event: dict) -> str:
 def _file(event: dict) -> str:
     text = _path(event)
     if event.get("op") == "chmod":
-        text += f" mode={event.get('arg', 0):04o}"
+        text += f" mode={event.get('arg', 0) & 0o7777:04o}"  # without file-type bits
     elif event.get("op") == "chown":
         text += f" owner={event.get('owner_uid')}:{event.get('owner_gid')}"
     elif event.get("persist"):
@@ -66,9 +68,12 @@ def _file(event: dict) -> str:
     return text
 
 
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
 def _network(event: dict) -> str:
     text = escape(event.get("address") or "")
-    proto = event.get("proto")
+    proto = event.get("proto") if event.get("family") in _INET else "unix"
     text = f"{proto} {text}" if proto and proto != "0" else text
     if event.get("op") in ("send", "unix-send") and event.get("send_len"):
         text += f" {event['send_len']} bytes"
@@ -94,10 +99,16 @@ def _signal(event: dict) -> str:
 
 
 def _creds(event: dict) -> str:
-    ids = (f"uid={event.get('new_uid')} euid={event.get('new_euid')} "
-           f"gid={event.get('new_gid')} egid={event.get('new_egid')}")
-    caps = event.get("caps")
-    return ids + (" caps=" + ",".join(caps) if caps else "")
+    ids = (
+        f"uid={event.get('new_uid')} euid={event.get('new_euid')} "
+        f"gid={event.get('new_gid')} egid={event.get('new_egid')}"
+    )
+    if "caps" not in event:
+        return ids
+    caps = event["caps"]
+    if len(caps) >= ALL_CAPS:
+        return ids + " caps=all"
+    return ids + " caps=" + (",".join(caps) or "none")
 
 
 def _memory(event: dict) -> str:
@@ -113,7 +124,9 @@ def _ipc(event: dict) -> str:
     parts = [escape(event["name"])] if event.get("name") else []
     if event.get("target_pid"):
         who = event.get("target_comm")
-        parts.append(f"target {event['target_pid']}" + (f" ({escape(who)})" if who else ""))
+        parts.append(
+            f"target {event['target_pid']}" + (f" ({escape(who)})" if who else "")
+        )
     if event.get("op") == "pipe":
         parts.append(f"fds {event.get('fd0')},{event.get('fd1')}")
     elif event.get("key"):
@@ -130,7 +143,10 @@ def _system(event: dict) -> str:
     if event.get("op") == "persist":
         return f"{escape(event.get('path', ''))} ({event.get('persist')})"
     if event.get("op") == "mount":
-        source, fstype = escape(event.get("source", "")), escape(event.get("fstype", ""))
+        source, fstype = (
+            escape(event.get("source", "")),
+            escape(event.get("fstype", "")),
+        )
         return f"{source} on {_path(event)} type {fstype}"
     return _path(event)
 
@@ -138,8 +154,10 @@ def _system(event: dict) -> str:
 def _namespace(event: dict) -> str:
     op, spaces = event.get("op"), ",".join(event.get("namespaces") or ())
     if op == "setrlimit":
-        return (f"{event.get('resource_name')} cur={event.get('rlim_cur')} "
-                f"max={event.get('rlim_max')}")
+        return (
+            f"{event.get('resource_name')} cur={event.get('rlim_cur')} "
+            f"max={event.get('rlim_max')}"
+        )
     if op == "cgroup-move":
         return f"{event.get('target_pid')} -> {escape(event.get('cgroup_path', ''))}"
     if op == "clone":
@@ -148,9 +166,16 @@ def _namespace(event: dict) -> str:
 
 
 _DESCRIBE = {
-    "process": _process, "network": _network, "file": _file, "creds": _creds,
-    "memory": _memory, "ipc": _ipc, "device": _device, "system": _system,
-    "namespace": _namespace, "signal": _signal,
+    "process": _process,
+    "network": _network,
+    "file": _file,
+    "creds": _creds,
+    "memory": _memory,
+    "ipc": _ipc,
+    "device": _device,
+    "system": _system,
+    "namespace": _namespace,
+    "signal": _signal,
 }
 
 
@@ -215,5 +240,12 @@ class Timeline:
 
 def file_console(stream) -> Console:
     """A console that writes plain lines to a file: no colour, no wrapping."""
-    return Console(file=stream, no_color=True, color_system=None, width=10_000,
-                   soft_wrap=True, emoji=False, highlight=False)
+    return Console(
+        file=stream,
+        no_color=True,
+        color_system=None,
+        width=10_000,
+        soft_wrap=True,
+        emoji=False,
+        highlight=False,
+    )

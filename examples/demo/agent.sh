@@ -80,7 +80,11 @@ fi
 
 step "signal: stop a helper"
 sleep 30 &
-kill -TERM $!
-wait $! 2>/dev/null || true
+helper=$!
+for _ in $(seq 500); do   # until the child has become `sleep`
+    read -r comm < /proc/$helper/comm && [ "$comm" = sleep ] && break
+done
+kill -TERM $helper
+wait $helper 2>/dev/null || true
 
 step "done"

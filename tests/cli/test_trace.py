@@ -15,16 +15,27 @@ from capsule.events.schema import FLAGS
 
 pytestmark = [pytest.mark.bpf, needs_root]
 
-AREAS = {"process", "network", "file", "creds", "memory", "ipc", "device", "system",
-         "namespace", "signal"}
+AREAS = {
+    "process",
+    "network",
+    "file",
+    "creds",
+    "memory",
+    "ipc",
+    "device",
+    "system",
+    "namespace",
+    "signal",
+}
 
 
 @pytest.fixture(scope="module")
 def shell_run(tmp_path_factory):
     """sh writes a file, runs two children, and exits 3."""
     base = tmp_path_factory.mktemp("shell")
-    script = (f"echo hi > {base}/made.txt; /bin/true; cat /etc/hostname >/dev/null; "
-              "exit 3")
+    script = (
+        f"echo hi > {base}/made.txt; /bin/true; cat /etc/hostname >/dev/null; exit 3"
+    )
     return trace(base / "run", "sh", "-c", script, options=["--json"]), base
 
 
@@ -80,12 +91,22 @@ class TestShellRun:
 
 
 class TestExitCodes:
-    @pytest.mark.parametrize("command, code, message", [
-        (["no-such-command-capsule"], 127, "no-such-command-capsule: command not found"),
-        (["/etc/hostname"], 126, "/etc/hostname: Permission denied"),
-        (["sh", "-c", "kill -KILL $$"], 137, None),
-    ])
+    @pytest.mark.parametrize(
+        "command, code, message",
+        [
+            (
+                ["no-such-command-capsule"],
+                127,
+                "no-such-command-capsule: command not found",
+            ),
+            (["{tmp}/data.txt"], 126, "{tmp}/data.txt: Permission denied"),
+            (["sh", "-c", "kill -KILL $$"], 137, None),
+        ],
+    )
     def test_as_a_shell(self, tmp_path, command, code, message):
+        (tmp_path / "data.txt").write_text("not a program\n")  # mode 0644
+        command = [arg.format(tmp=tmp_path) for arg in command]
+        message = message and message.format(tmp=tmp_path)
         run = trace(tmp_path / "run", *command)
         assert run.returncode == code
         if message:
@@ -94,8 +115,13 @@ class TestExitCodes:
 
 class TestUser:
     def test_command_runs_as_the_user(self, tmp_path):
-        run = trace(tmp_path / "run", "sh", "-c", "id -u; exec /bin/true",
-                    options=["--user", "nobody"])
+        run = trace(
+            tmp_path / "run",
+            "sh",
+            "-c",
+            "id -u; exec /bin/true",
+            options=["--user", "nobody"],
+        )
         assert run.returncode == 0, run.stderr
         assert run.stdout.split()[0] == "65534"
         true_exec = run.exec_of("/bin/true")
@@ -105,7 +131,8 @@ class TestUser:
         run = trace(tmp_path / "run", "true", options=["--user", "no-such-user-x"])
         assert run.returncode == 125
         assert run.stderr.strip().splitlines()[0] == (
-            "capsule: error: failed to find user 'no-such-user-x': no such user")
+            "capsule: error: failed to find user 'no-such-user-x': no such user"
+        )
 
 
 class TestCgroup:
@@ -115,8 +142,13 @@ class TestCgroup:
         cgroup = cgroup2_mount() / f"capsule-test-{os.getpid()}"
         cgroup.mkdir()
         try:
-            run = trace(tmp_path / "run", "sh", "-c", "cat /proc/self/cgroup",
-                        options=["--cgroup", str(cgroup)])
+            run = trace(
+                tmp_path / "run",
+                "sh",
+                "-c",
+                "cat /proc/self/cgroup",
+                options=["--cgroup", str(cgroup)],
+            )
             assert run.returncode == 0, run.stderr
             assert f"0::/{cgroup.name}" in run.stdout
             cat = run.exec_of("cat")
@@ -128,7 +160,7 @@ class TestCgroup:
 
 class TestNames:
     def test_hostile_file_name_stays_on_one_line(self, tmp_path):
-        name = "evil\n  0.000000      1 init            process   exec  /bin/x\x1b[31m"
+        name = "evil\n  0.000000      1 init            process   exec  x\x1b[31m"
         script = 'import sys; open(sys.argv[1], "w").close()'
         target = tmp_path / name
         run = trace(tmp_path / "run", "/usr/bin/python3", "-c", script, str(target))
@@ -138,8 +170,9 @@ class TestNames:
         forged = [line for line in shown.stdout.splitlines() if "evil" in line]
         assert len(forged) >= 1
         assert all("\\n" in line and "\x1b" not in line for line in forged)
-        assert not any(line.lstrip().startswith("0.000000") for line in
-                       shown.stdout.splitlines())
+        assert not any(
+            line.lstrip().startswith("0.000000") for line in shown.stdout.splitlines()
+        )
 
     def test_long_path_is_flagged_truncated(self, tmp_path):
         deep = tmp_path / ("d" * 200) / ("e" * 200)
@@ -153,34 +186,53 @@ class TestNames:
         assert "[truncated...]" in shown.stdout
 
 
-class TestTimeline:
-    @pytest.fixture(scope="class")
-    def run(self, tmp_path_factory):
-        base = tmp_path_factory.mktemp("timeline")
-        return trace(base / "run", "sh", "-c", "cat /etc/hostname; sleep 0.3; ls /")
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run with a gap in time: cat, a pause, then ls."""
+    base = tmp_path_factory.mktemp("timeline")
+    return trace(base / "run", "sh", "-c", "cat /etc/hostname; sleep 0.3; ls /")
 
+
+class TestTimeline:
     def test_area_filter(self, run):
-        out = capsule("timeline", str(run.directory), "--area", "process",
-                      "--format", "jsonl")
+        out = capsule(
+            "timeline", str(run.directory), "--area", "process", "--format", "jsonl"
+        )
         events = [json.loads(line) for line in out.stdout.splitlines()]
         assert events and {e["area"] for e in events} == {"process"}
 
     def test_pid_filter(self, run):
         cat = run.exec_of("cat")
-        out = capsule("timeline", str(run.directory / "run.db"), "--pid",
-                      str(cat["pid"]), "--format", "jsonl")
+        out = capsule(
+            "timeline",
+            str(run.directory / "run.db"),
+            "--pid",
+            str(cat["pid"]),
+            "--format",
+            "jsonl",
+        )
         events = [json.loads(line) for line in out.stdout.splitlines()]
         assert events and {e["pid"] for e in events} == {cat["pid"]}
 
     def test_time_filter(self, run):
         ls_exec = run.exec_of("ls")
-        t0 = json.loads(capsule("timeline", str(run.directory), "--format", "jsonl")
-                        .stdout.splitlines()[0])["ts_ns"]
+        t0 = json.loads(
+            capsule(
+                "timeline", str(run.directory), "--format", "jsonl"
+            ).stdout.splitlines()[0]
+        )["ts_ns"]
         cut = (ls_exec["ts_ns"] - t0) / 1e9 - 0.1  # between cat and ls
-        early = capsule("timeline", str(run.directory), "--until", f"{cut}s",
-                        "--format", "jsonl").stdout
-        late = capsule("timeline", str(run.directory), "--since", f"{cut * 1000}ms",
-                       "--format", "jsonl").stdout
+        early = capsule(
+            "timeline", str(run.directory), "--until", f"{cut}s", "--format", "jsonl"
+        ).stdout
+        late = capsule(
+            "timeline",
+            str(run.directory),
+            "--since",
+            f"{cut * 1000}ms",
+            "--format",
+            "jsonl",
+        ).stdout
         assert '"/etc/hostname"' in early and '"ls"' not in early
         assert '"ls"' in late and '"/etc/hostname"' not in late
 
@@ -190,12 +242,17 @@ class TestTimeline:
         assert len(lines) == len(run.events)
         assert any(" sh " in line and "process   exec" in line for line in lines)
 
-    @pytest.mark.parametrize("args, message", [
-        (["--area", "files"], "capsule: error: failed to filter by area 'files': unknown "
-                              "area"),
-        (["--since", "soon"], "capsule: error: failed to parse --since 'soon'"),
-        (["--format", "xml"], "capsule: error: failed to use format 'xml'"),
-    ])
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (
+                ["--area", "files"],
+                "capsule: error: failed to filter by area 'files': unknown area",
+            ),
+            (["--since", "soon"], "capsule: error: failed to parse --since 'soon'"),
+            (["--format", "xml"], "capsule: error: failed to use format 'xml'"),
+        ],
+    )
     def test_bad_options(self, run, args, message):
         out = capsule("timeline", str(run.directory), *args)
         assert out.returncode == 125
@@ -206,7 +263,8 @@ class TestTimeline:
         out = capsule("timeline", str(tmp_path / "none.db"))
         assert out.returncode == 125
         assert out.stderr.splitlines()[0] == (
-            f"capsule: error: failed to open run {tmp_path / 'none.db'}: no such file")
+            f"capsule: error: failed to open run {tmp_path / 'none.db'}: no such file"
+        )
 
 
 class TestDemo:
@@ -226,20 +284,35 @@ class TestMissingPrerequisites:
     def test_without_root(self, tmp_path):
         tmp_path.chmod(0o777)
         out = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             *capsule_argv(), "trace", "-o", str(tmp_path / "r"), "--", "true"],
-            capture_output=True, text=True, timeout=60)
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                *capsule_argv(),
+                "trace",
+                "-o",
+                str(tmp_path / "r"),
+                "--",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 125
         assert out.stderr.splitlines() == [
             "capsule: error: failed to start tracing: capsule trace needs root",
-            "capsule: hint: run it as root, e.g. `sudo capsule trace -- CMD`"]
+            "capsule: hint: run it as root, e.g. `sudo capsule trace -- CMD`",
+        ]
 
     def test_without_clang(self, tmp_path):
         env = dict(os.environ, PATH="/nonexistent")
         run = trace(tmp_path / "run", "/bin/true", env=env)
         assert run.returncode == 125
         assert run.stderr.splitlines()[0] == (
-            "capsule: error: failed to start tracing: clang is not installed")
+            "capsule: error: failed to start tracing: clang is not installed"
+        )
 
     def test_without_btf(self, monkeypatch, tmp_path):
         from capsule.errors import CapsuleError

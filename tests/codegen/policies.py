@@ -28,6 +28,7 @@ FILE_AND_PROCESS = Policy(
         rule(5, "kill", "file", {"exec"}, f"{GEN}/kill-tool"),
         rule(6, "escalate", "file", {"read"}, f"{GEN}/ask/", fallback="deny"),
         rule(7, "deny", "file", {"delete"}, "/etc/**"),  # no hook yet: reported
+        rule(8, "deny", "file", {"read"}, "~/.ssh/", f"{GEN}/*.key"),  # the DFA's job
     ),
 )
 

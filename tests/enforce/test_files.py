@@ -10,7 +10,7 @@ from capsule.lang.model import Effect, Location, ObjectPattern, PathGlob, Policy
 from capsule.runtime.compat import files
 from capsule.runtime.compat.landlock import FS
 
-from .conftest import needs_kernel
+from enforce_helpers import needs_kernel
 
 
 def _rule(line: int, effect: str, ops: str, path: str, priority: int = 0) -> Rule:
@@ -107,9 +107,53 @@ class TestDenials:
         policy = (f"default file deny\nallow file read,exec /usr/\nallow file read,exec /lib/\n"
                   f"allow file read,exec /etc/\nallow file read,exec /root/\n"
                   f"allow file read,exec {tree}/pub/\nallow file read,write /dev/\n"
-                  f"allow file read,write,create {tree}/out.txt\n"
-                  f"allow file read,exec /proc/\nallow file read,exec /sys/\n")
+                  f"allow file read,write,create,truncate {tree}/out.txt\n"
+                  f"allow file read,exec /proc/\nallow file read,exec /sys/\n"
+                  f"allow file read,exec /work/\n")
         code = (f"open('{tree}/pub/a').read()\n"
                 f"try:\n open('{tree}/work/out')\nexcept OSError as e:\n print('denied')\n")
         run = enforce(policy, [py, "-c", code])
         assert "denied" in run.stdout, run.stdout
+
+
+@needs_kernel
+class TestDenialEvents:
+    def test_denial_names_the_rule(self, enforce, tree):
+        run = enforce(f"deny file read {tree}/secret/\n", ["cat", f"{tree}/secret/key"])
+        event = run.verdicts("file", "read")[0]
+        assert event["verdict"] == "deny" and event["path"] == f"{tree}/secret/key"
+        assert event["rule"].endswith("policy.cap:1") and event["error_name"] == "EACCES"
+
+    def test_relative_path_through_cwd(self, enforce, tree):
+        run = enforce(f"deny file write {tree}/secret/**\n",
+                      ["sh", "-c", f"cd {tree}/secret && echo x >> key"])
+        assert run.verdicts("file", "write")[0]["path"] == f"{tree}/secret/key"
+
+    def test_kill_rule_kills_after_the_denial(self, enforce, tree, py):
+        code = (f"import time\ntry:\n open('{tree}/secret/key')\nexcept OSError:\n"
+                " time.sleep(5)\nprint('survived')\n")
+        run = enforce(f"kill file read {tree}/secret/\n", [py, "-c", code])
+        assert run.exit_code == 128 + 9 and "survived" not in run.stdout
+        assert run.verdicts("file", "read")[0]["verdict"] == "kill"
+        assert run.coverage.lines[0].status == "enforced"
+
+    def test_over_approximation_is_named_as_such(self, enforce, tree):
+        run = enforce(f"deny file read {tree}/secret/\n", ["ls", str(tree)])
+        event = run.verdicts("file", "read")[0]
+        assert event["rule"] == "landlock:over-approximation"
+
+    def test_record_layout_matches_the_object(self):
+        import struct
+
+        from capsule.runtime import btf
+        from capsule.runtime.compat import denials
+
+        members = btf.read_object_btf(denials.object_path()).flat_members("denial")
+        sizes = {"ts_ns": 8, "ret": 8, "args": 32, "pid": 4, "tid": 4, "nr": 4, "pad": 4,
+                 "comm": 16, "path": denials.PATH_LEN, "path2": denials.PATH_LEN,
+                 "base": denials.PATH_LEN, "base2": denials.PATH_LEN}
+        offset = 0
+        for name in denials.FIELDS:
+            assert members[name] == (offset, sizes[name]), name
+            offset += sizes[name]
+        assert offset == denials.RECORD.size == struct.calcsize(denials.RECORD.format)

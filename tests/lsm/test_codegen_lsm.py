@@ -20,12 +20,13 @@ GEN = policies.GEN
 DEEP = "/run/capsule/deep"
 SCENARIO = {
     "files": [f"{GEN}/secret", f"{GEN}/other", f"{GEN}/private/x", f"{GEN}/private/ok",
-              f"{GEN}/ask/q"],
+              f"{GEN}/ask/q", f"{GEN}/a.key", f"{GEN}/a.keys", "/home/alice/.ssh/id"],
     "executables": [f"{GEN}/bin/tool", f"{GEN}/ok-tool", f"{GEN}/kill-tool"],
     "probes": [f"read:{GEN}/secret", f"write:{GEN}/secret", f"read:{GEN}/other",
                f"read:{GEN}/private/x", f"read:{GEN}/private/ok",
                f"write:{GEN}/private/ok", f"read:{GEN}/ask/q", "write:/etc/capsule-audit",
                f"exec:{GEN}/bin/tool", f"exec:{GEN}/ok-tool", f"exec:{GEN}/kill-tool",
+               f"read:{GEN}/a.key", f"read:{GEN}/a.keys", "read:/home/alice/.ssh/id",
                f"deep:{DEEP}"],
 }  # fmt: skip
 
@@ -74,6 +75,9 @@ def test_generated_policy_decides_in_the_kernel_as_written(lsm_vm: vm.GuestRun) 
         f"exec:{GEN}/bin/tool": "EPERM",  # process exec deny
         f"exec:{GEN}/ok-tool": "ok",
         f"exec:{GEN}/kill-tool": "SIGKILL",  # kill denies and kills the caller
+        f"read:{GEN}/a.key": "EPERM",  # glob, through the DFA
+        f"read:{GEN}/a.keys": "ok",
+        "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
         f"deep:{DEEP}": "EPERM",  # longer than PATH_MAX: read has deny rules, fails closed
     }, result.stdout + result.stderr
 

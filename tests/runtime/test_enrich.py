@@ -18,102 +18,184 @@ from capsule.runtime.enrich import Enricher, format_sockaddr, persistence_class
 
 
 def event(area, op, ts_ns, pid, **fields):
-    base = {"kind": 0, "flags": 0, "size": 0, "ts_ns": ts_ns, "pid": pid, "tid": pid,
-            "ppid": 1, "uid": 0, "gid": 0, "cgroup_id": 0, "comm": "t",
-            "area": area, "op": op}
+    base = {
+        "kind": 0,
+        "flags": 0,
+        "size": 0,
+        "ts_ns": ts_ns,
+        "pid": pid,
+        "tid": pid,
+        "ppid": 1,
+        "uid": 0,
+        "gid": 0,
+        "cgroup_id": 0,
+        "comm": "t",
+        "area": area,
+        "op": op,
+    }
     base.update(fields)
     return base
 
 
 class TestNames:
-    @pytest.mark.parametrize("number, name", [
-        (9, "SIGKILL"), (15, "SIGTERM"), (10, "SIGUSR1"),
-        (34, "SIGRTMIN"), (37, "SIGRTMIN+3"), (99, "signal 99"),
-    ])
+    @pytest.mark.parametrize(
+        "number, name",
+        [
+            (9, "SIGKILL"),
+            (15, "SIGTERM"),
+            (10, "SIGUSR1"),
+            (34, "SIGRTMIN"),
+            (37, "SIGRTMIN+3"),
+            (99, "signal 99"),
+        ],
+    )
     def test_signals(self, number, name):
         assert names.signal_name(number) == name
 
-    @pytest.mark.parametrize("number, name", [
-        (0, "CAP_CHOWN"), (7, "CAP_SETUID"), (21, "CAP_SYS_ADMIN"), (39, "CAP_BPF"),
-        (40, "CAP_CHECKPOINT_RESTORE"), (63, "cap 63"),
-    ])
+    @pytest.mark.parametrize(
+        "number, name",
+        [
+            (0, "CAP_CHOWN"),
+            (7, "CAP_SETUID"),
+            (21, "CAP_SYS_ADMIN"),
+            (39, "CAP_BPF"),
+            (40, "CAP_CHECKPOINT_RESTORE"),
+            (63, "cap 63"),
+        ],
+    )
     def test_capabilities(self, number, name):
         assert names.capability_name(number) == name
 
     def test_capability_mask(self):
         mask = 1 << 21 | 1 << 12 | 1
-        assert names.capability_names(mask) == ["CAP_CHOWN", "CAP_NET_ADMIN",
-                                                "CAP_SYS_ADMIN"]
+        assert names.capability_names(mask) == [
+            "CAP_CHOWN",
+            "CAP_NET_ADMIN",
+            "CAP_SYS_ADMIN",
+        ]
 
-    @pytest.mark.parametrize("number, name", [
-        (0, "read"), (59, "execve"), (257, "openat"), (231, "exit_group"),
-        (99999, "syscall 99999"),
-    ])
+    @pytest.mark.parametrize(
+        "number, name",
+        [
+            (0, "read"),
+            (59, "execve"),
+            (257, "openat"),
+            (231, "exit_group"),
+            (99999, "syscall 99999"),
+        ],
+    )
     def test_syscalls(self, number, name):
         assert names.syscall_name(number) == name
 
-    @pytest.mark.parametrize("number, name", [(2, "ENOENT"), (-13, "EACCES"),
-                                              (-1, "EPERM"), (4000, "errno 4000")])
+    @pytest.mark.parametrize(
+        "number, name",
+        [(2, "ENOENT"), (-13, "EACCES"), (-1, "EPERM"), (4000, "errno 4000")],
+    )
     def test_errnos(self, number, name):
         assert names.errno_name(number) == name
 
 
+def test_more_names():
+    assert names.rlimit_name(7) == "RLIMIT_NOFILE"
+    assert names.namespace_names(0x00020000 | 0x40000000) == ["mnt", "net"]
+    assert names.prot_text(7) == "rwx" and names.prot_text(1) == "r--"
+
+
 class TestSockaddr:
-    @pytest.mark.parametrize("family, addr, port, text", [
-        (socket.AF_INET, bytes([127, 0, 0, 1]), 8080, "127.0.0.1:8080"),
-        (socket.AF_INET, "10.1.2.3", 22, "10.1.2.3:22"),
-        (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "::1"), 443, "[::1]:443"),
-        (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"), 80,
-         "127.0.0.1:80"),
-        (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "fe80::1"), 53,
-         "[fe80::1]:53"),
-        (socket.AF_UNIX, b"/run/docker.sock\0\0", 0, "/run/docker.sock"),
-        (socket.AF_UNIX, "", 0, "(unnamed)"),
-        (socket.AF_PACKET, b"", 0, f"family {socket.AF_PACKET}"),
-    ])
+    @pytest.mark.parametrize(
+        "family, addr, port, text",
+        [
+            (socket.AF_INET, bytes([127, 0, 0, 1]), 8080, "127.0.0.1:8080"),
+            (socket.AF_INET, "10.1.2.3", 22, "10.1.2.3:22"),
+            (
+                socket.AF_INET6,
+                socket.inet_pton(socket.AF_INET6, "::1"),
+                443,
+                "[::1]:443",
+            ),
+            (
+                socket.AF_INET6,
+                socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"),
+                80,
+                "127.0.0.1:80",
+            ),
+            (
+                socket.AF_INET6,
+                socket.inet_pton(socket.AF_INET6, "fe80::1"),
+                53,
+                "[fe80::1]:53",
+            ),
+            (socket.AF_UNIX, b"/run/docker.sock\0\0", 0, "/run/docker.sock"),
+            (socket.AF_UNIX, "", 0, "(unnamed)"),
+            (socket.AF_PACKET, b"", 0, f"family {socket.AF_PACKET}"),
+        ],
+    )
     def test_format(self, family, addr, port, text):
         assert format_sockaddr(family, addr, port) == text
 
 
 class TestPersistence:
-    @pytest.mark.parametrize("path, kind", [
-        ("/root/.bashrc", "shell-rc"),
-        ("/home/alice/.profile", "shell-rc"),
-        ("/home/alice/.zshrc", "shell-rc"),
-        ("/etc/profile.d/evil.sh", "shell-rc"),
-        ("/etc/bash.bashrc", "shell-rc"),
-        ("/etc/crontab", "cron"),
-        ("/etc/cron.d/job", "cron"),
-        ("/etc/cron.daily/job", "cron"),
-        ("/var/spool/cron/crontabs/root", "cron"),
-        ("/etc/systemd/system/evil.service", "systemd"),
-        ("/etc/systemd/system/multi-user.target.wants/evil.service", "systemd"),
-        ("/home/bob/.config/systemd/user/x.timer", "systemd"),
-        ("/root/.ssh/authorized_keys", "authorized-keys"),
-        ("/home/bob/.ssh/authorized_keys2", "authorized-keys"),
-        ("/etc/ld.so.preload", "ld-preload"),
-        ("/etc/rc.local", "init"),
-    ])
+    @pytest.mark.parametrize(
+        "path, kind",
+        [
+            ("/root/.bashrc", "shell-rc"),
+            ("/home/alice/.profile", "shell-rc"),
+            ("/home/alice/.zshrc", "shell-rc"),
+            ("/etc/profile.d/evil.sh", "shell-rc"),
+            ("/etc/bash.bashrc", "shell-rc"),
+            ("/etc/crontab", "cron"),
+            ("/etc/cron.d/job", "cron"),
+            ("/etc/cron.daily/job", "cron"),
+            ("/var/spool/cron/crontabs/root", "cron"),
+            ("/etc/systemd/system/evil.service", "systemd"),
+            ("/etc/systemd/system/multi-user.target.wants/evil.service", "systemd"),
+            ("/home/bob/.config/systemd/user/x.timer", "systemd"),
+            ("/root/.ssh/authorized_keys", "authorized-keys"),
+            ("/home/bob/.ssh/authorized_keys2", "authorized-keys"),
+            ("/etc/ld.so.preload", "ld-preload"),
+            ("/etc/rc.local", "init"),
+        ],
+    )
     def test_persistence_paths(self, path, kind):
         assert persistence_class(path) == kind
 
-    @pytest.mark.parametrize("path", [
-        "/tmp/.bashrc", "/root/.bashrc.bak", "/home/a/b/.bashrc", "/etc/cron.dfoo/x",
-        "/root/.ssh/known_hosts", "/etc/ld.so.cache", "/etc/systemd/systemx/a",
-        "/home/.bashrc", "/etc/passwd",
-    ])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/tmp/.bashrc",
+            "/root/.bashrc.bak",
+            "/home/a/b/.bashrc",
+            "/etc/cron.dfoo/x",
+            "/root/.ssh/known_hosts",
+            "/etc/ld.so.cache",
+            "/etc/systemd/systemx/a",
+            "/home/.bashrc",
+            "/etc/passwd",
+        ],
+    )
     def test_other_paths(self, path):
         assert persistence_class(path) is None
 
 
 class TestDevices:
-    @pytest.mark.parametrize("major, minor, block, kind", [
-        (10, 232, False, "kvm"), (10, 200, False, "tun"), (10, 1, False, None),
-        (4, 1, False, "tty"), (5, 0, False, "tty"), (136, 3, False, "tty"),
-        (143, 0, False, "tty"), (226, 128, False, "gpu"), (195, 0, False, "gpu"),
-        (189, 2, False, "usb"), (1, 3, False, None), (8, 0, True, "disk"),
-        (7, 0, True, "disk"),
-    ])
+    @pytest.mark.parametrize(
+        "major, minor, block, kind",
+        [
+            (10, 232, False, "kvm"),
+            (10, 200, False, "tun"),
+            (10, 1, False, None),
+            (4, 1, False, "tty"),
+            (5, 0, False, "tty"),
+            (136, 3, False, "tty"),
+            (143, 0, False, "tty"),
+            (226, 128, False, "gpu"),
+            (195, 0, False, "gpu"),
+            (189, 2, False, "usb"),
+            (1, 3, False, None),
+            (8, 0, True, "disk"),
+            (7, 0, True, "disk"),
+        ],
+    )
     def test_classes(self, major, minor, block, kind):
         assert enrich.DeviceClasses()(major, minor, block) == kind
 
@@ -128,14 +210,17 @@ class TestDevices:
 
 
 class TestContainers:
-    @pytest.mark.parametrize("path, cid", [
-        ("/system.slice/docker-" + "a" * 64 + ".scope", "a" * 12),
-        ("/docker/" + "b" * 64, "b" * 12),
-        ("/machine.slice/libpod-" + "c" * 64 + ".scope", "c" * 12),
-        ("/kubepods/burstable/pod1234/" + "d" * 64, "d" * 12),
-        ("/lxc.payload.web1", "web1"),
-        ("/user.slice/user-0.slice/session-1.scope", None),
-    ])
+    @pytest.mark.parametrize(
+        "path, cid",
+        [
+            ("/system.slice/docker-" + "a" * 64 + ".scope", "a" * 12),
+            ("/docker/" + "b" * 64, "b" * 12),
+            ("/machine.slice/libpod-" + "c" * 64 + ".scope", "c" * 12),
+            ("/kubepods/burstable/pod1234/" + "d" * 64, "d" * 12),
+            ("/lxc.payload.web1", "web1"),
+            ("/user.slice/user-0.slice/session-1.scope", None),
+        ],
+    )
     def test_container_of(self, path, cid):
         assert enrich.container_of(path) == cid
 
@@ -144,12 +229,16 @@ class TestProcessTable:
     def test_reused_pid_gets_its_own_entry(self):
         e = Enricher()
         e.enrich(event("process", "fork", 100, 50, child_pid=4000))
-        e.enrich(event("process", "exec", 110, 4000, filename="/bin/first",
-                       argv=["first", "a"]))
+        e.enrich(
+            event(
+                "process", "exec", 110, 4000, filename="/bin/first", argv=["first", "a"]
+            )
+        )
         e.enrich(event("process", "exit", 200, 4000))
         e.enrich(event("process", "fork", 300, 60, child_pid=4000))
-        e.enrich(event("process", "exec", 310, 4000, filename="/bin/second",
-                       argv=["second"]))
+        e.enrich(
+            event("process", "exec", 310, 4000, filename="/bin/second", argv=["second"])
+        )
         late_first = event("file", "read", 150, 4000, path="/etc/hosts")
         now_second = event("file", "read", 320, 4000, path="/etc/hosts")
         e.enrich(late_first)
@@ -171,7 +260,9 @@ class TestProcessTable:
 
     def test_child_inherits_image_until_exec(self):
         e = Enricher()
-        e.enrich(event("process", "exec", 1, 20, filename="/bin/sh", argv=["sh", "-c", "x"]))
+        e.enrich(
+            event("process", "exec", 1, 20, filename="/bin/sh", argv=["sh", "-c", "x"])
+        )
         e.enrich(event("process", "fork", 2, 20, child_pid=21))
         forked = event("file", "read", 3, 21, path="/x")
         e.enrich(forked)
@@ -180,15 +271,26 @@ class TestProcessTable:
     def test_exe_is_the_loaded_file(self):
         e = Enricher()
         proc = e.procs.fork(None, 30, 1)
-        e.enrich(event("process", "exec", 2, 30, filename="/srv/run.sh",
-                       exe_path="/usr/bin/dash", argv=["/srv/run.sh"]))
+        e.enrich(
+            event(
+                "process",
+                "exec",
+                2,
+                30,
+                filename="/srv/run.sh",
+                exe_path="/usr/bin/dash",
+                argv=["/srv/run.sh"],
+            )
+        )
         assert (proc.exe, proc.argv) == ("/usr/bin/dash", ["/srv/run.sh"])
 
     def test_snapshot_of_a_live_process(self):
         proc = enrich.snapshot_process(os.getpid())
         assert proc.exe == os.path.realpath(sys.executable)
         assert proc.cwd == os.getcwd()
-        assert proc.argv[0].endswith(("python", "pytest")) or "pytest" in " ".join(proc.argv)
+        assert proc.argv[0].endswith(("python", "pytest")) or "pytest" in " ".join(
+            proc.argv
+        )
         assert 0 < proc.start_ns <= time.monotonic_ns()
 
     def test_snapshot_of_a_gone_process(self):
@@ -210,14 +312,23 @@ class TestResolution:
     def test_fd_path_from_proc(self, tmp_path):
         path = tmp_path / "open-file"
         with open(path, "w") as handle:
-            ev = event("file", "write", time.monotonic_ns(), os.getpid(),
-                       fd=handle.fileno())
+            ev = event(
+                "file", "write", time.monotonic_ns(), os.getpid(), fd=handle.fileno()
+            )
             Enricher().enrich(ev)
         assert ev["fd_path"] == str(path)
 
     def test_names_and_address(self):
-        ev = event("network", "connect", 1, 999_998, family=socket.AF_INET6,
-                   addr="::ffff:127.0.0.1", port=8000, fd=3)
+        ev = event(
+            "network",
+            "connect",
+            1,
+            999_998,
+            family=socket.AF_INET6,
+            addr="::ffff:127.0.0.1",
+            port=8000,
+            fd=3,
+        )
         sig = event("signal", "send", 2, 999_998, sig=15, target_pid=999_998)
         e = Enricher()
         e.enrich(ev)
@@ -232,14 +343,20 @@ class TestResolution:
         assert ev["user"] == "root"
 
     def test_persistence_write_adds_a_system_event(self):
-        out = Enricher().enrich(event("file", "write", 1, 999_996, path="/root/.bashrc"))
-        assert [(x["area"], x["op"]) for x in out] == [("file", "write"),
-                                                        ("system", "persist")]
+        out = Enricher().enrich(
+            event("file", "write", 1, 999_996, path="/root/.bashrc")
+        )
+        assert [(x["area"], x["op"]) for x in out] == [
+            ("file", "write"),
+            ("system", "persist"),
+        ]
         assert out[0]["persist"] == out[1]["persist"] == "shell-rc"
         assert out[1]["derived_from"] == "file/write"
 
     def test_rename_into_persistence_path(self):
-        ev = event("file", "rename", 1, 999_995, path="/tmp/x", new_path="/etc/cron.d/x")
+        ev = event(
+            "file", "rename", 1, 999_995, path="/tmp/x", new_path="/etc/cron.d/x"
+        )
         out = Enricher().enrich(ev)
         assert out[-1]["path"] == "/etc/cron.d/x" and out[-1]["persist"] == "cron"
 

@@ -55,14 +55,17 @@ def test_command_is_held_until_tracking_is_in_place(tmp_path):
     assert result.exit_code == 0
 
 
-@pytest.mark.parametrize("argv, code", [
-    (["/bin/true"], 0),
-    (["/bin/false"], 1),
-    (["sh", "-c", "exit 7"], 7),
-    (["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM),
-    (["no-such-command-capsule-test"], 127),
-    (["/etc/hostname"], 126),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["/bin/true"], 0),
+        (["/bin/false"], 1),
+        (["sh", "-c", "exit 7"], 7),
+        (["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM),
+        (["no-such-command-capsule-test"], 127),
+        (["/etc/os-release"], 126),  # a file without an x bit
+    ],
+)
 def test_exit_codes_as_a_shell_reports_them(tmp_path, argv, code):
     result, _ = run(argv, tmp_path)
     assert result.exit_code == code

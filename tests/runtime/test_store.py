@@ -12,9 +12,21 @@ T0 = 5_000_000_000
 
 
 def event(area, op, ts_offset_ms, pid, **fields):
-    base = {"kind": f"{area}_{op}", "flags": 0, "ts_ns": T0 + ts_offset_ms * 1_000_000,
-            "pid": pid, "tid": pid, "ppid": 1, "uid": 0, "gid": 0, "cgroup_id": 1,
-            "comm": "c", "area": area, "op": op, "depth": 0}
+    base = {
+        "kind": f"{area}_{op}",
+        "flags": 0,
+        "ts_ns": T0 + ts_offset_ms * 1_000_000,
+        "pid": pid,
+        "tid": pid,
+        "ppid": 1,
+        "uid": 0,
+        "gid": 0,
+        "cgroup_id": 1,
+        "comm": "c",
+        "area": area,
+        "op": op,
+        "depth": 0,
+    }
     base.update(fields)
     return base
 
@@ -45,7 +57,9 @@ def test_both_files_hold_every_event_in_order(run_dir):
     stored = list(reader.events())
     lines = (run_dir / JSONL_NAME).read_text().splitlines()
     assert [json.loads(line) for line in lines] == stored
-    assert [(e["area"], e["op"]) for e in stored] == [(e["area"], e["op"]) for e in EVENTS]
+    assert [(e["area"], e["op"]) for e in stored] == [
+        (e["area"], e["op"]) for e in EVENTS
+    ]
     assert [e["seq"] for e in stored] == list(range(1, len(EVENTS) + 1))
 
 
@@ -56,22 +70,27 @@ def test_meta_and_drops(run_dir):
     assert reader.counts() == {"process": 2, "file": 2, "network": 1, "signal": 1}
 
 
-@pytest.mark.parametrize("filters, expected", [
-    ({"areas": ["file"]}, [2, 5]),
-    ({"areas": ["file", "signal"]}, [2, 5, 6]),
-    ({"pids": [11]}, [4, 5]),
-    ({"since_ns": T0 + 10_000_000}, [3, 4, 5, 6]),
-    ({"until_ns": T0 + 10_000_000}, [1, 2, 3]),
-    ({"areas": ["file"], "pids": [10], "until_ns": T0 + 40_000_000}, [2]),
-    ({"areas": ["memory"]}, []),
-])
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ({"areas": ["file"]}, [2, 5]),
+        ({"areas": ["file", "signal"]}, [2, 5, 6]),
+        ({"pids": [11]}, [4, 5]),
+        ({"since_ns": T0 + 10_000_000}, [3, 4, 5, 6]),
+        ({"until_ns": T0 + 10_000_000}, [1, 2, 3]),
+        ({"areas": ["file"], "pids": [10], "until_ns": T0 + 40_000_000}, [2]),
+        ({"areas": ["memory"]}, []),
+    ],
+)
 def test_filters(run_dir, filters, expected):
     assert [e["seq"] for e in RunReader(run_dir).events(**filters)] == expected
 
 
 def test_sql_columns_are_queryable(run_dir):
     db = sqlite3.connect(run_dir / DB_NAME)
-    rows = db.execute("SELECT pid, area, op FROM events WHERE area='network'").fetchall()
+    rows = db.execute(
+        "SELECT pid, area, op FROM events WHERE area='network'"
+    ).fetchall()
     assert rows == [(11, "network", "connect")]
 
 

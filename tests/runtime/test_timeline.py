@@ -6,6 +6,7 @@ import pytest
 from rich.console import Console
 
 from capsule.events.schema import FLAGS
+from capsule.runtime import names
 from capsule.runtime.escape import escape, json_safe
 from capsule.runtime.timeline import Timeline, describe, file_console, render
 
@@ -13,34 +14,51 @@ T0 = 1_000_000_000
 
 
 def event(area, op, **fields):
-    base = {"ts_ns": T0 + 1_500_000, "pid": 42, "tid": 42, "ppid": 1, "uid": 0,
-            "flags": 0, "comm": "sh", "area": area, "op": op, "depth": 0}
+    base = {
+        "ts_ns": T0 + 1_500_000,
+        "pid": 42,
+        "tid": 42,
+        "ppid": 1,
+        "uid": 0,
+        "flags": 0,
+        "comm": "sh",
+        "area": area,
+        "op": op,
+        "depth": 0,
+    }
     base.update(fields)
     return base
 
 
 class TestEscape:
-    @pytest.mark.parametrize("raw, shown", [
-        ("plain.txt", "plain.txt"),
-        ("a b", "a b"),
-        ("line\nforged", "line\\nforged"),
-        ("cr\rback", "cr\\rback"),
-        ("\x1b[31mred", "\\x1b[31mred"),
-        ("bell\x07", "bell\\x07"),
-        ("del\x7f", "del\\x7f"),
-        ("back\\slash", "back\\\\slash"),
-        ("caf\u00e9", "caf\u00e9"),
-        ("\u65e5\u672c", "\u65e5\u672c"),
-        ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
-        ("zero\u200bwidth", "zero\\u200bwidth"),
-        ("nel\u0085", "nel\\u0085"),
-        ("sep\u2028x", "sep\\u2028x"),
-        (b"bad\xffbyte", "bad\\xffbyte"),
-        (b"caf\xc3\xa9", "caf\u00e9"),
-        (b"half\xc3", "half\\xc3"),
-        ("bad\udcfe".encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"),
-         "bad\\xfe"),
-    ])
+    @pytest.mark.parametrize(
+        "raw, shown",
+        [
+            ("plain.txt", "plain.txt"),
+            ("a b", "a b"),
+            ("line\nforged", "line\\nforged"),
+            ("cr\rback", "cr\\rback"),
+            ("\x1b[31mred", "\\x1b[31mred"),
+            ("bell\x07", "bell\\x07"),
+            ("del\x7f", "del\\x7f"),
+            ("back\\slash", "back\\\\slash"),
+            ("caf\u00e9", "caf\u00e9"),
+            ("\u65e5\u672c", "\u65e5\u672c"),
+            ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
+            ("zero\u200bwidth", "zero\\u200bwidth"),
+            ("nel\u0085", "nel\\u0085"),
+            ("sep\u2028x", "sep\\u2028x"),
+            (b"bad\xffbyte", "bad\\xffbyte"),
+            (b"caf\xc3\xa9", "caf\u00e9"),
+            (b"half\xc3", "half\\xc3"),
+            (
+                "bad\udcfe".encode("utf-8", "surrogatepass").decode(
+                    "utf-8", "surrogatepass"
+                ),
+                "bad\\xfe",
+            ),
+        ],
+    )
     def test_escape(self, raw, shown):
         assert escape(raw) == shown
 
@@ -70,52 +88,131 @@ class TestLines:
 
     def test_file_and_rename(self):
         assert describe(event("file", "create", path="/tmp/new")) == "/tmp/new"
-        assert (describe(event("file", "rename", path="/a", new_path="/b"))
-                == "/a -> /b")
+        assert describe(event("file", "rename", path="/a", new_path="/b")) == "/a -> /b"
 
     def test_network(self):
-        ev = event("network", "connect", address="127.0.0.1:8000", family=2, port=8000,
-                   addr=b"\x7f\0\0\1")
+        ev = event(
+            "network",
+            "connect",
+            address="127.0.0.1:8000",
+            family=2,
+            port=8000,
+            addr=b"\x7f\0\0\1",
+        )
         assert describe(ev) == "127.0.0.1:8000"
 
-    @pytest.mark.parametrize("area, op, fields, text", [
-        ("process", "fork", {"child_pid": 43}, "child 43"),
-        ("process", "exit", {"exit_code": 1}, "code 1"),
-        ("file", "chmod", {"path": "/tmp/x", "arg": 0o755}, "/tmp/x mode=0755"),
-        ("file", "delete", {"path": "/nope", "error": 2, "error_name": "ENOENT"},
-         "/nope = ENOENT"),
-        ("network", "send", {"address": "127.0.0.1:53", "proto": "udp", "send_len": 30},
-         "udp 127.0.0.1:53 30 bytes"),
-        ("creds", "setuid", {"new_uid": 65534, "new_euid": 65534, "new_gid": 0,
-                             "new_egid": 0}, "uid=65534 euid=65534 gid=0 egid=0"),
-        ("memory", "wx", {"path": "", "prot_text": "rwx", "length": 4096},
-         "prot=rwx len=4096"),
-        ("ipc", "pipe", {"fd0": 3, "fd1": 4}, "fds 3,4"),
-        ("device", "open", {"path": "/dev/net/tun", "device_class": "tun",
-                            "device": "10:200"}, "/dev/net/tun (tun 10:200)"),
-        ("system", "mount", {"source": "none", "path": "/mnt", "fstype": "tmpfs"},
-         "none on /mnt type tmpfs"),
-        ("namespace", "unshare", {"namespaces": ["mnt", "net"]}, "mnt,net"),
-        ("namespace", "setrlimit", {"resource_name": "RLIMIT_NOFILE", "rlim_cur": 64,
-                                    "rlim_max": 64}, "RLIMIT_NOFILE cur=64 max=64"),
-    ])
+    @pytest.mark.parametrize(
+        "area, op, fields, text",
+        [
+            ("process", "fork", {"child_pid": 43}, "child 43"),
+            ("process", "exit", {"exit_code": 1}, "code 1"),
+            ("file", "chmod", {"path": "/tmp/x", "arg": 0o755}, "/tmp/x mode=0755"),
+            (
+                "file",
+                "delete",
+                {"path": "/nope", "error": 2, "error_name": "ENOENT"},
+                "/nope = ENOENT",
+            ),
+            (
+                "network",
+                "send",
+                {"address": "127.0.0.1:53", "proto": "udp", "send_len": 30, "family": 2},
+                "udp 127.0.0.1:53 30 bytes",
+            ),
+            (
+                "creds",
+                "setuid",
+                {"new_uid": 65534, "new_euid": 65534, "new_gid": 0, "new_egid": 0},
+                "uid=65534 euid=65534 gid=0 egid=0",
+            ),
+            (
+                "memory",
+                "wx",
+                {"path": "", "prot_text": "rwx", "length": 4096},
+                "prot=rwx len=4096",
+            ),
+            ("ipc", "pipe", {"fd0": 3, "fd1": 4}, "fds 3,4"),
+            (
+                "ipc",
+                "unix-connect",
+                {"family": 1, "proto": "tcp", "address": "/run/x.sock"},
+                "unix /run/x.sock",
+            ),
+            (
+                "creds",
+                "capset",
+                {
+                    "new_uid": 0,
+                    "new_euid": 0,
+                    "new_gid": 0,
+                    "new_egid": 0,
+                    "caps": names.capability_names((1 << 41) - 1),
+                },
+                "uid=0 euid=0 gid=0 egid=0 caps=all",
+            ),
+            (
+                "creds",
+                "capset",
+                {
+                    "new_uid": 0,
+                    "new_euid": 0,
+                    "new_gid": 0,
+                    "new_egid": 0,
+                    "caps": ["CAP_NET_RAW"],
+                },
+                "uid=0 euid=0 gid=0 egid=0 caps=CAP_NET_RAW",
+            ),
+            (
+                "device",
+                "open",
+                {"path": "/dev/net/tun", "device_class": "tun", "device": "10:200"},
+                "/dev/net/tun (tun 10:200)",
+            ),
+            (
+                "system",
+                "mount",
+                {"source": "none", "path": "/mnt", "fstype": "tmpfs"},
+                "none on /mnt type tmpfs",
+            ),
+            ("namespace", "unshare", {"namespaces": ["mnt", "net"]}, "mnt,net"),
+            (
+                "namespace",
+                "setrlimit",
+                {"resource_name": "RLIMIT_NOFILE", "rlim_cur": 64, "rlim_max": 64},
+                "RLIMIT_NOFILE cur=64 max=64",
+            ),
+        ],
+    )
     def test_details(self, area, op, fields, text):
         assert describe(event(area, op, **fields)) == text
 
     def test_signal(self):
-        ev = event("signal", "send", sig=10, signal_name="SIGUSR1", target_pid=77,
-                   target_comm="sleep")
+        ev = event(
+            "signal",
+            "send",
+            sig=10,
+            signal_name="SIGUSR1",
+            target_pid=77,
+            target_comm="sleep",
+        )
         assert describe(ev) == "SIGUSR1 -> 77 (sleep)"
 
     def test_persist(self):
-        ev = event("system", "persist", path="/root/.bashrc", persist="shell-rc",
-                   derived_from="file/write")
+        ev = event(
+            "system",
+            "persist",
+            path="/root/.bashrc",
+            persist="shell-rc",
+            derived_from="file/write",
+        )
         assert render(ev, T0).plain.endswith(
-            "system    persist      /root/.bashrc (shell-rc) (from file/write)")
+            "system    persist      /root/.bashrc (shell-rc) (from file/write)"
+        )
 
     def test_verdict_and_rule(self):
-        ev = event("file", "write", path="/etc/passwd", verdict="deny",
-                   rule="agent.cap:12")
+        ev = event(
+            "file", "write", path="/etc/passwd", verdict="deny", rule="agent.cap:12"
+        )
         line = render(ev, T0)
         assert line.plain.endswith("/etc/passwd [DENY] agent.cap:12")
         styles = {str(span.style) for span in line.spans}
@@ -133,13 +230,16 @@ class TestLines:
 class TestForgery:
     """A traced program chooses names; none of them may forge or restyle a line."""
 
-    @pytest.mark.parametrize("name", [
-        "x\n  0.000001      1 init            process   exec         /bin/evil",
-        "x\r  0.000001      1 init",
-        "\x1b[2K\x1b[1Gfake",
-        "[bold red]DENY[/]",
-        ":skull: emoji",
-    ])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "x\n  0.000001      1 init            process   exec         /bin/evil",
+            "x\r  0.000001      1 init",
+            "\x1b[2K\x1b[1Gfake",
+            "[bold red]DENY[/]",
+            ":skull: emoji",
+        ],
+    )
     def test_one_event_is_one_line(self, name):
         buffer = io.StringIO()
         out = Timeline(file_console(buffer), t0_ns=T0)
@@ -149,9 +249,12 @@ class TestForgery:
 
     def test_markup_in_names_is_literal(self):
         buffer = io.StringIO()
-        console = Console(file=buffer, force_terminal=True, color_system="standard",
-                          width=300)
-        Timeline(console, t0_ns=T0).write(event("file", "create", path="/tmp/[red]x[/]"))
+        console = Console(
+            file=buffer, force_terminal=True, color_system="standard", width=300
+        )
+        Timeline(console, t0_ns=T0).write(
+            event("file", "create", path="/tmp/[red]x[/]")
+        )
         assert "/tmp/[red]x[/]" in buffer.getvalue()
 
     def test_argv_with_newline(self):

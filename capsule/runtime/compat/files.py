@@ -174,6 +174,14 @@ def _exists_real(path: str) -> bool:
         return False
 
 
+def _ancestors(path: str) -> list[str]:
+    found = []
+    while path != "/":
+        path = os.path.dirname(path)
+        found.append(path)
+    return found
+
+
 def _join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name
 
@@ -213,6 +221,9 @@ class Translation:
     grants: dict[str, FS] = field(default_factory=dict)
     split: dict[FS, set[str]] = field(default_factory=dict)
     handled: FS = FS(0)
+    # denied files that have more than one name: Landlock judges a file by the path
+    # it is opened through, so a hard link elsewhere is a way around the rule
+    hardlinked: set[str] = field(default_factory=set)
 
 
 class _Right:
@@ -229,6 +240,9 @@ class _Right:
                     pattern = clause.object.get(use.field)
                     if isinstance(pattern, PathGlob):
                         self.named |= named_paths(pattern)
+        # the directories with a named path strictly below: these must be split
+        self.inner = {os.path.dirname(p) for p in self.named if p != "/"}
+        self.inner |= {a for p in self.inner for a in _ancestors(p)}
 
     def blocks(self, path: str) -> bool:
         for use in self.uses:
@@ -237,25 +251,58 @@ class _Right:
                 return True
         return False
 
-    def uniform_allowed(self, node: str) -> bool:
-        """Is every path that a grant on `node` would cover allowed by the policy?"""
-        probes = []
+    def probes(self, node: str) -> list[bool]:
+        """Does the policy block the paths that a grant on `node` would cover?
+
+        The node itself (for rights on the object), one entry below and one two
+        levels below stand for every path there: no rule names anything below a node
+        that is not split, so deeper paths decide like these.
+        """
+        paths = []
         if any(u.level == SELF for u in self.uses):
-            probes.append(node)
+            paths.append(node)
         if _real_dir(node):  # below a file there is nothing a grant could cover
-            probes += [_join(node, PROBE), _join(_join(node, PROBE), PROBE)]
-        return not any(self.blocks(p) for p in probes)
+            paths += [_join(node, PROBE), _join(_join(node, PROBE), PROBE)]
+        return [self.blocks(p) for p in paths]
 
     def grant(self, node: str, out: Translation) -> None:
-        if node not in self.named or not _real_dir(node):
-            if self.uniform_allowed(node):
+        if node not in self.inner:
+            blocked = self.probes(node)
+            if not any(blocked):
                 out.grants[node] = out.grants.get(node, FS(0)) | self.right
+                return
+            if all(blocked) or not _real_dir(node):
+                out.hardlinked |= hard_links_below(node)
+                return
+        if not _real_dir(node):
             return
         out.split.setdefault(self.right, set()).add(node)
         for name in _entries(node):
             child = _join(node, name)
             if _exists_real(child):
                 self.grant(child, out)
+
+
+HARDLINK_SCAN_LIMIT = 5000  # entries looked at below one denied node
+
+
+def hard_links_below(node: str) -> set[str]:
+    """Regular files at or below `node` with more than one link (bounded walk)."""
+    found: set[str] = set()
+    seen = 0
+    stack = [node]
+    while stack and seen < HARDLINK_SCAN_LIMIT:
+        path = stack.pop()
+        seen += 1
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            found.add(path)
+        elif stat.S_ISDIR(info.st_mode):
+            stack += [_join(path, name) for name in _entries(path)]
+    return found
 
 
 def translate(policy: Policy, handled: FS) -> Translation:

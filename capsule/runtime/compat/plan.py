@@ -41,6 +41,8 @@ class CompatPlan:
     network: network.Table | None
     report: Report
     protected: list[str]
+    visible: Policy | None = None  # the clauses Landlock enforces, for attribution
+    handled: FS = FS(0)  # the Landlock rights restricted
 
     def child_plan(self) -> dict:
         return {"landlock": self.landlock, "seccomp": self.filter.to_json(),
@@ -65,15 +67,15 @@ def protection_rules(protected: list[str]) -> list[Rule]:
 
 def build_plan(policy: Policy, options: Options) -> CompatPlan:
     abi = landlock.abi_version() if options.abi is None else options.abi
-    protected = [os.path.abspath(p) for p in options.protected] + (
-        ["/sys/fs/cgroup", "/sys/fs/bpf"] if options.self_protect else [])
+    protected = []
+    if options.self_protect:
+        protected = [os.path.abspath(p) for p in options.protected]
+        protected += ["/sys/fs/cgroup", "/sys/fs/bpf"]
     extra = protection_rules(protected) if options.self_protect else []
     full = replace(policy, rules=policy.rules + tuple(extra))
 
     visible = files.landlock_policy(full)
     handled = files.handled_rights(visible, landlock.fs_rights(abi)) if abi else FS(0)
-    if abi and _blocks_op(full, "memory", "fileless-exec"):
-        handled |= FS.EXECUTE  # a memfd lies outside every granted tree
     translation = files.translate(visible, handled)
     scoped = landlock.scopes(abi) & Scope.SIGNAL if options.self_protect else Scope(0)
     ruleset = None
@@ -83,12 +85,15 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
                    "ports": [], "flags": 0}
     flt, owner = syscalls.filter_plan(full)
     table = network.build_table(full) if options.cgroup else None
+    if table is not None and not table.entries and table.default == "allow":
+        table = None  # no network rule: nothing to attach
 
     lines = [_cover(c, full, abi, handled, translation, options) for c in policy.clauses()]
     detail = _detail(abi, options)
     protection = _protection_text(protected, abi, options) if options.self_protect else []
     report = Report("compat", detail, lines, protection)
-    return CompatPlan(full, ruleset, flt, owner, table, report, protected)
+    return CompatPlan(full, ruleset, flt, owner, table, report, protected, visible,
+                      handled)
 
 
 def _blocks_op(policy: Policy, area: str, op: str) -> bool:
@@ -127,9 +132,7 @@ def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) 
 
     if not blocking:
         if rule.effect in (Effect.AUDIT, Effect.ESCALATE):
-            if options.tracer:
-                return line(OBSERVED, "tracer timeline")
-            return line(AUDIT_ONLY, "", "not recorded: the tracer is not running")
+            return _cover_audit(clause, options, line)
         return _cover_allow(clause, handled, translation, line)
     keys = {(rule.area, op) for op in rule.ops}
     parts = [_cover_part(clause, key, abi, handled, translation, options) for key in keys]
@@ -147,6 +150,26 @@ def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) 
     if missing or any(p[0] == PARTIAL for p in enforced):
         return line(PARTIAL, mechanisms, "; ".join(notes + [f"not: {m}" for m in missing]))
     return line(ENFORCED, mechanisms, "; ".join(notes))
+
+
+def _cover_audit(clause, options, line) -> Line:
+    """Audit rules need an observer: the supervisor, the cgroup hooks or the tracer."""
+    rule = clause.rule
+    seen, unseen = set(), []
+    for op in sorted(rule.ops):
+        key = (rule.area, op)
+        if key in syscalls.SYSCALLS and rule.after is None:
+            seen.add("seccomp notification")
+        elif key in _CGROUP_OPS and options.cgroup and not network.cgroup_limit(clause):
+            seen.add(f"cgroup sock_addr {op}")
+        elif options.tracer:
+            seen.add("tracer")
+        else:
+            unseen.append(op)
+    if not seen:
+        return line(AUDIT_ONLY, "", "not recorded: nothing observes " + ", ".join(unseen))
+    note = f"not recorded: {', '.join(unseen)}" if unseen else ""
+    return line(OBSERVED if not unseen else PARTIAL, ", ".join(sorted(seen)), note)
 
 
 def _cover_allow(clause, handled: FS, translation, line) -> Line:
@@ -172,6 +195,9 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
         if clause.rule.after is not None:
             return (AUDIT_ONLY, "", "taints are not followed by the supervisor")
         how = "seccomp notification"
+        if key == ("memory", "fileless-exec"):
+            return (PARTIAL, how, "the exec path is read from the caller's memory, "
+                    "which another thread of the caller could change after the check")
         note = "new mount API calls are always denied" if op == "mount" else ""
         return (ENFORCED, how, note)
     if key in _CGROUP_OPS:
@@ -181,8 +207,6 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
         if limit:
             return (AUDIT_ONLY, "", limit)
         return (ENFORCED, f"cgroup sock_addr {op}", "")
-    if key == ("memory", "fileless-exec") and abi:
-        return (ENFORCED, "landlock", "no file outside the tree can be executed")
     if key == ("creds", "setid-exec"):
         return (PARTIAL, "no_new_privs", "runs, but without gaining privilege")
     if key == ("namespace", "cgroup-move") and options.self_protect:
@@ -204,8 +228,23 @@ def _cover_landlock(clause, key, abi, handled: FS, translation):
     split = set()
     for right in files.single_rights(rights & handled):
         split |= translation.split.get(right, set())
-    note = ""
+    notes = []
     if split:
-        shown = ", ".join(sorted(split)[:4]) + (" ..." if len(split) > 4 else "")
-        note = f"over-approximates: new entries in {shown} are denied too"
-    return (ENFORCED, "landlock", note)
+        notes.append(f"over-approximates: new entries in {_some(split)} are denied too")
+    linked = _hard_linked(clause, translation.hardlinked)
+    if linked:
+        notes.append(f"not covered: other hard links to {_some(linked)} "
+                     "(Landlock judges the path a file is opened by)")
+        return (PARTIAL, "landlock", "; ".join(notes))
+    return (ENFORCED, "landlock", "; ".join(notes))
+
+
+def _some(paths: set[str], count: int = 4) -> str:
+    return ", ".join(sorted(paths)[:count]) + (" ..." if len(paths) > count else "")
+
+
+def _hard_linked(clause, hardlinked: set[str]) -> set[str]:
+    pattern = clause.object.get("path")
+    if not isinstance(pattern, PathGlob):
+        return set(hardlinked) if not len(clause.object) else set()
+    return {p for p in hardlinked if pattern.matches(p)}

@@ -75,7 +75,7 @@ def load_filter(plan: FilterPlan) -> int | None:
 
     Needs no_new_privs or CAP_SYS_ADMIN; Landlock sets the former first.
     """
-    import pyseccomp as sc  # loaded here: only the sandboxed child needs libseccomp
+    import pyseccomp as sc  # the shim imports it before Landlock applies
 
     flt = sc.SyscallFilter(sc.ALLOW)
     for name in plan.kill:

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 
+import pyseccomp  # noqa: F401  (loaded now: after Landlock it may be unreadable)
+
 from capsule.runtime.compat import landlock, seccomp
 
 _EXIT_SETUP = 125  # as `env`: the wrapper itself failed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
     ("memory", "bpf"): {"bpf": []},
     ("memory", "wx"): {"mmap": _WX, "mprotect": _WX, "pkey_mprotect": _WX},
     ("process", "setsid"): {"setsid": []},
+    ("memory", "fileless-exec"): {"execve": [], "execveat": []},
     ("signal", "send"): {
         n: [] for n in ("kill", "tkill", "tgkill", "rt_sigqueueinfo",
                         "rt_tgsigqueueinfo", "pidfd_send_signal")
@@ -171,6 +173,31 @@ def _mount_flags(flags: int) -> set[str]:
     return {name for name, bit in names.MOUNT_FLAGS.items() if flags & bit}
 
 
+_AT_EMPTY_PATH = 0x1000
+_FD_PATH = re.compile(r"/(?:proc/(self|thread-self|\d+)|dev)/fd/(\d+)\Z")
+
+
+def fileless_target(syscall: str, note: Notification) -> str | None:
+    """What an exec runs when it has no path in a file system (a memfd, a deleted
+    file), through execveat(fd, "", AT_EMPTY_PATH) or /proc/self/fd/N; else None."""
+    a, pid = note.args, note.pid
+    path = read_string(pid, a[1] if syscall == "execveat" else a[0])
+    if syscall == "execveat" and not path and a[4] & _AT_EMPTY_PATH:
+        link = f"/proc/{pid}/fd/{a[0] & 0xFFFFFFFF}"
+    else:
+        match = _FD_PATH.match(path or "")
+        if not match:
+            return None
+        link = f"/proc/{pid}/fd/{match.group(2)}"
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    if target.startswith("/memfd:") or target.endswith(" (deleted)"):
+        return target
+    return None
+
+
 def _fields(syscall: str, note: Notification) -> list[dict] | None:
     """The policy fields of the call; one dict per value the call sets; None when the
     arguments cannot be read (then only rules without objects can allow it)."""
@@ -239,7 +266,14 @@ def _decide(policy: Policy, area: str, op: str, syscall: str,
     base = {"area": area, "op": op, "pid": note.pid, "syscall": syscall, "exe": exe,
             "uid": uid}
     subject = dict(exe=exe, ancestors=_ancestors(note.pid), uid=uid)
-    field_sets = _fields(syscall, note)
+    if op == "fileless-exec":
+        target = fileless_target(syscall, note)
+        if target is None:
+            return Verdict(base, Effect.ALLOW, None)  # an ordinary exec
+        base["path"] = target
+        field_sets = [{"path": target}]
+    else:
+        field_sets = _fields(syscall, note)
     if field_sets is None:
         clause = _unreadable_blocks(policy, area, op)
         if clause is not None:

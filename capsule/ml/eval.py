@@ -1,0 +1,104 @@
+"""Evaluate a shipped model on the held-out splits: ROC-AUC and precision/recall.
+
+Only numpy and onnxruntime are needed, so `capsule ml eval` runs without the training
+extras. The scores come from the same ONNX session that enforcement uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from capsule.ml import adfa
+from capsule.ml.features import Window
+from capsule.ml.model import DEFAULT_MODEL, Classifier
+
+log = logging.getLogger(__name__)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None if one class."""
+    labels = np.asarray(labels)
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    if len(positives) == 0 or len(negatives) == 0:
+        return None
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    values = np.concatenate([positives, negatives])
+    for value in np.unique(values):  # average ranks of tied scores
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    rank_sum = ranks[: len(positives)].sum()
+    u = rank_sum - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(positives) * len(negatives)))
+
+
+def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Confusion counts, precision, recall and false-positive rate at a threshold."""
+    flagged = scores >= threshold
+    tp = int(np.sum(flagged & (labels == 1)))
+    fp = int(np.sum(flagged & (labels == 0)))
+    positives, negatives = int(np.sum(labels == 1)), int(np.sum(labels == 0))
+    return {"tp": tp, "fp": fp, "fn": positives - tp, "tn": negatives - fp,
+            "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / positives if positives else None,
+            "fpr": fp / negatives if negatives else None}
+
+
+def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
+    """The lowest threshold that flags at most max_fpr of the negatives."""
+    negatives = np.sort(scores[labels == 0])[::-1]
+    allowed = int(np.floor(max_fpr * len(negatives)))
+    if allowed >= len(negatives):
+        return float(negatives[-1])
+    # just above the first negative that must not be flagged
+    return float(np.nextafter(np.float32(negatives[allowed]), np.float32(2.0)))
+
+
+def split_report(labels, scores, families, threshold: float) -> dict:
+    """Metrics of one split, with recall per attack family."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    report = {"traces": len(labels), "attacks": int(labels.sum()),
+              "roc_auc": roc_auc(labels, scores),
+              **at_threshold(labels, scores, threshold)}
+    per_family = defaultdict(list)
+    for family, label, score in zip(families, labels, scores):
+        if label == 1:
+            per_family[family].append(score >= threshold)
+    report["recall_by_family"] = {f: float(np.mean(v)) for f, v in
+                                  sorted(per_family.items())}
+    return report
+
+
+def score_traces(classifier: Classifier, traces: list[adfa.Trace]) -> np.ndarray:
+    rows = np.stack([classifier.spec.vectorize(Window(syscalls=t.syscalls))
+                     for t in traces])
+    return classifier.scores(rows)
+
+
+def evaluate(data_dir: Path | None = None, model: str | Path = DEFAULT_MODEL,
+             splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Score the model on the given ADFA-LD splits; say if the data differ from training."""
+    classifier = Classifier(model)
+    root = Path(data_dir or adfa.default_data_dir())
+    traces = adfa.load(root)
+    hashes = adfa.split_hashes(root, traces)
+    trained_on = classifier.meta.get("data", {}).get("hashes", {})
+    report = {"model": classifier.path.name, "threshold": classifier.threshold,
+              "data": str(root), "splits": {}, "data_matches_training": {}}
+    for split in splits:
+        chosen = [t for t in traces if t.split == split]
+        scores = score_traces(classifier, chosen)
+        report["splits"][split] = split_report(
+            [t.label for t in chosen], scores, [t.family for t in chosen],
+            classifier.threshold)
+        report["data_matches_training"][split] = hashes[split] == trained_on.get(split)
+        if not report["data_matches_training"][split]:
+            log.warning("the %s split differs from the one the model was trained with; "
+                        "figures are not comparable to docs/ml.md", split)
+    return report

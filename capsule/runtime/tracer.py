@@ -1,0 +1,132 @@
+"""The kernel side of `capsule trace`: load bpf/trace.bpf.c and read its events.
+
+Interface (kept stable; the session, enrichment and timeline writers build on it):
+
+    with Tracer(cgroup_path=None) as tracer:
+        tracer.start()              # compile (cached), load, attach
+        tracer.track_pid(pid)       # pid and every later descendant are in scope
+        events = tracer.poll(100)   # list[dict], see capsule/events/schema.py
+        tracer.stats()              # {"drops": n, "events": n, "decode_errors": n}
+    # close() detaches everything
+
+`Tracer(cgroup_path=...)` scopes to that cgroup (v2) and its descendants instead of a
+process tree; track_pid() then has no effect. A tracked pid's children are added by the
+kernel in sched_process_fork, before they run, so nothing they do is missed; to see a
+command from its first instruction, call track_pid() while it is still blocked before
+exec (the session holds it on a pipe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+
+from capsule.errors import CapsuleError
+from capsule.events import schema
+from capsule.runtime import build, libbpf
+from capsule.runtime.ringbuf import RingBuffer
+
+log = logging.getLogger(__name__)
+
+SOURCE = build.BPF_DIR / "trace.bpf.c"
+RING_SIZE = 8 << 20
+# the programs attached at start; exit_* handlers are reached by tail call only
+HOOKS = ("handle_sys_enter", "handle_sys_exit", "handle_fork", "handle_exec",
+         "handle_exit", "handle_cgroup_attach")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class Tracer:
+    """Observe one process tree (or one cgroup) through the ring buffer."""
+
+    def __init__(self, cgroup_path: str | Path | None = None, ring_size: int = RING_SIZE):
+        self.cgroup_path = Path(cgroup_path) if cgroup_path else None
+        self.ring_size = ring_size
+        self._obj: libbpf.BpfObject | None = None
+        self._links: list[libbpf.Link] = []
+        self._ring: RingBuffer | None = None
+        self._events = 0
+        self._decode_errors = 0
+
+    def start(self) -> None:
+        """Compile (cached), load, configure the scope and attach the hooks."""
+        if self.cgroup_path and not (self.cgroup_path / "cgroup.procs").exists():
+            raise CapsuleError(f"failed to scope to cgroup {self.cgroup_path}: "
+                               "not a cgroup v2 directory",
+                               hint="pass a directory under the cgroup2 mount")
+        obj_path = build.compile_bpf(SOURCE)
+        self._obj = obj = libbpf.BpfObject(obj_path)
+        obj.set_rodata("targ_cgroup", b"\x01" if self.cgroup_path else b"\x00")
+        obj.set_rodata("targ_self", _U32.pack(os.getpid()))
+        obj.map("events").set_max_entries(self.ring_size)
+        obj.load()
+
+        if self.cgroup_path:
+            self._set_scope_cgroup(obj)
+        for name in HOOKS:
+            self._links.append(obj.program(name).attach())
+        self._ring = RingBuffer(obj.map("events").fd, self.ring_size)
+        log.info("tracer attached %d hooks (%s)", len(self._links),
+                 f"cgroup {self.cgroup_path}" if self.cgroup_path else "process tree")
+
+    def _set_scope_cgroup(self, obj: libbpf.BpfObject) -> None:
+        fd = os.open(self.cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            obj.map("scope_cgroup").update(_U32.pack(0), _U32.pack(fd))
+        finally:
+            os.close(fd)
+
+    def track_pid(self, pid: int) -> None:
+        """Put pid's process (and, from now on, its descendants) in scope."""
+        self._require_started().map("tracked").update(_U32.pack(pid), _U32.pack(1))
+
+    def untrack_pid(self, pid: int) -> None:
+        self._require_started().map("tracked").delete(_U32.pack(pid))
+
+    def poll(self, timeout_ms: int) -> list[dict]:
+        """Decoded events available now, else those arriving within timeout_ms."""
+        if self._ring is None:
+            raise CapsuleError("failed to poll the tracer: it is not started")
+        events = []
+        for record in self._ring.poll(timeout_ms):
+            try:
+                events.append(schema.decode(record))
+            except schema.DecodeError as exc:
+                self._decode_errors += 1
+                log.warning("dropped an undecodable event: %s", exc)
+        self._events += len(events)
+        return events
+
+    def stats(self) -> dict:
+        """Counters: events decoded, ring-buffer drops counted in the kernel."""
+        drops = 0
+        if self._obj is not None and self._obj.loaded:
+            values = self._obj.map("drops").lookup_percpu(_U32.pack(0), 8)
+            drops = sum(_U64.unpack(v)[0] for v in values)
+        return {"events": self._events, "drops": drops,
+                "decode_errors": self._decode_errors}
+
+    def close(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def _require_started(self) -> libbpf.BpfObject:
+        if self._obj is None or not self._obj.loaded:
+            raise CapsuleError("failed to use the tracer: it is not started")
+        return self._obj
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,127 @@
+"""Windows, tokens and feature vectors: what each column holds, and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from capsule.errors import CapsuleError
+from capsule.ml.features import (
+    FeatureSpec,
+    Window,
+    event_token,
+    path_class,
+    task_words,
+    window_from_events,
+)
+
+SPEC = FeatureSpec("syscalls", ("close", "open", "open read", "open read close", "read"))
+
+
+def test_ngram_columns_hold_log_counts():
+    row = SPEC.vectorize(Window(syscalls=("open", "read", "close", "open", "read")))
+    expected = [math.log1p(1), math.log1p(2), math.log1p(2), math.log1p(1),
+                math.log1p(2)]
+    np.testing.assert_allclose(row, expected, rtol=1e-6)
+
+
+def test_only_the_newest_max_len_tokens_count():
+    spec = FeatureSpec("syscalls", ("open", "read"), max_len=2)
+    row = spec.vectorize(Window(syscalls=("open", "open", "read", "read")))
+    np.testing.assert_allclose(row, [0.0, math.log1p(2)])
+
+
+def test_fit_keeps_frequent_ngrams_and_round_trips():
+    sequences = [["open", "read", "close"]] * 3 + [["execve", "socket"]]
+    spec = FeatureSpec.fit(sequences, "syscalls", ngram=2, max_features=10, min_df=2)
+    assert spec.vocabulary == ("close", "open", "open read", "read", "read close")
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+
+
+PATHS = [
+    ("/home/ann/.ssh/id_ed25519", "", "cred"),
+    ("/root/.aws/credentials", "", "cred"),
+    ("/etc/shadow", "", "cred"),
+    ("/etc/cron.d/job", "", "persist"),
+    ("/home/ann/.bashrc", "", "persist"),
+    ("/root/.ssh/authorized_keys", "", "persist"),
+    ("/home/ann/work/src/a.py", "/home/ann/work", "work"),
+    ("/home/ann/workshop/a.py", "/home/ann/work", "home"),
+    ("/tmp/x", "", "tmp"),
+    ("/etc/hosts", "", "etc"),
+    ("/usr/lib/x.so", "", "sys"),
+    ("/proc/self/maps", "", "proc"),
+    ("/srv/data", "", "other"),
+]
+
+
+@pytest.mark.parametrize("path, workspace, expected", PATHS)
+def test_path_class(path, workspace, expected):
+    assert path_class(path, workspace) == expected
+
+
+EVENTS = [
+    ({"area": "process", "op": "exec", "exe": "/usr/bin/curl"}, "process.exec:fetch"),
+    ({"area": "process", "op": "exec", "exe": "/usr/bin/python3.11"},
+     "process.exec:python"),
+    ({"area": "file", "op": "delete", "path": "/etc/passwd"}, "file.delete:etc"),
+    ({"area": "network", "op": "send", "addr": "8.8.8.8", "port": 53, "sock_type": 2},
+     "network.send:net-udp-dns"),
+    ({"area": "network", "op": "connect", "addr": "127.0.0.1", "port": 8000,
+      "sock_type": 1}, "network.connect:lo-tcp-port"),
+    ({"area": "creds", "op": "setuid"}, "creds.setuid"),
+]
+
+
+@pytest.mark.parametrize("event, token", EVENTS)
+def test_event_token(event, token):
+    assert event_token(event) == token
+
+
+def test_events_window_counts_what_the_events_show():
+    events = [
+        {"area": "file", "op": "read", "path": "/a", "pid": 1},
+        {"area": "file", "op": "read", "path": "/a", "pid": 2},
+        {"area": "file", "op": "write", "path": "/b", "pid": 2},
+        {"area": "network", "op": "send", "addr": "10.0.0.1", "port": 53,
+         "send_len": 40, "pid": 2},
+    ]
+    window = window_from_events(events, task="fix the tests", resources={"cpu_ns": 5})
+    assert window.resources == {"processes": 2, "files": 2, "peers": 1,
+                                "bytes_sent": 40, "cpu_ns": 5}
+
+
+def test_task_features_depend_on_the_task_only_through_its_words():
+    spec = FeatureSpec("events", ("file.read:etc",),
+                       groups=("ngrams", "resources", "task", "task_cross"))
+    events = ({"area": "file", "op": "read", "path": "/etc/hosts"},)
+    a = spec.vectorize(Window(events=events, task="Install numpy"))
+    b = spec.vectorize(Window(events=events, task="install  NUMPY install"))
+    c = spec.vectorize(Window(events=events, task="delete the logs"))
+    assert len(a) == len(spec.names()) == 1 + 7 + 64 + 256
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert task_words("Run pytest, then git-commit") == ["run", "pytest", "then",
+                                                         "git-commit"]
+
+
+BAD_WINDOWS = [
+    ({"syscall": ["read"]}, "unknown key 'syscall'"),
+    ({"syscalls": [3, 4]}, "syscalls must be names (strings)"),
+    ({"events": [{"area": "file"}]}, "each event needs 'area' and 'op'"),
+    ({"syscalls": ["read"], "resources": {"cpu_ns": "lots"}}, "resources must map names to numbers"),
+]
+
+
+@pytest.mark.parametrize("data, message", BAD_WINDOWS)
+def test_bad_window_is_one_line_with_its_source(data, message):
+    with pytest.raises(CapsuleError) as err:
+        Window.from_dict(data, "w.json")
+    assert err.value.message == f"failed to read w.json: {message}"
+
+
+def test_bad_spec_is_refused():
+    with pytest.raises(CapsuleError, match="unknown source 'bytes'"):
+        FeatureSpec("bytes", ())
+    with pytest.raises(CapsuleError, match="unknown group 'colour'"):
+        FeatureSpec("syscalls", (), groups=("colour",))
