@@ -6,7 +6,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 BUILD    := build
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool clang-format git curl tar sqlite3 \
-            qemu-system-x86 linux-image-amd64 auditd bpftrace
+            qemu-system-x86 linux-image-amd64 busybox-static auditd bpftrace
 STAMP    := $(BUILD)/.setup-stamp
 
 .PHONY: setup apt venv test demo demo-lsm bench clean vmlinux

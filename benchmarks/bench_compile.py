@@ -28,14 +28,22 @@ _WORDS = ("app", "cache", "keys", "logs", "conf", "db", "tmp", "secrets", "bin")
 
 
 def _path(rnd: random.Random) -> str:
-    return "/" + "/".join([rnd.choice(_TOPS), *rnd.choices(_WORDS, k=rnd.randint(1, 3))])
+    return "/" + "/".join(
+        [rnd.choice(_TOPS), *rnd.choices(_WORDS, k=rnd.randint(1, 3))]
+    )
 
 
 def _object(rnd: random.Random, globs: float) -> str:
     path = _path(rnd)
     if rnd.random() < globs:
-        return rnd.choice([f"{path}/*.key", f"~/.{rnd.choice(_WORDS)}/", f"{path}/**/x?",
-                           f"/home/*/{rnd.choice(_WORDS)}/**"])  # fmt: skip
+        return rnd.choice(
+            [
+                f"{path}/*.key",
+                f"~/.{rnd.choice(_WORDS)}/",
+                f"{path}/**/x?",
+                f"/home/*/{rnd.choice(_WORDS)}/**",
+            ]
+        )
     return rnd.choice([path, f"{path}/**", f"{path}/"])
 
 
@@ -71,7 +79,8 @@ def measure(size: int, globs: float, workdir: Path) -> dict:
     file_table = lowered.areas.get("file")
     automaton = file_table.dfa if file_table else None
     return {
-        "rules": size, "glob_share": globs,
+        "rules": size,
+        "glob_share": globs,
         "lower_s": round(lowered_at - started, 4),
         "render_s": round(rendered_at - lowered_at, 4),
         "clang_s": round(done_at - rendered_at, 4),
@@ -80,7 +89,7 @@ def measure(size: int, globs: float, workdir: Path) -> dict:
         "dfa_classes": automaton.class_count if automaton else 0,
         "object_bytes": (out / "policy.bpf.o").stat().st_size,
         "unsupported": len(lowered.unsupported),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

@@ -34,8 +34,12 @@ TARGET_P99_MS = 2.0
 
 def _percentiles(samples: list[float]) -> dict:
     values = np.array(samples)
-    return {"n": len(values), "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99)), "max_ms": float(values.max())}
+    return {
+        "n": len(values),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+    }
 
 
 def run(rounds: int) -> dict:
@@ -59,11 +63,16 @@ def run(rounds: int) -> dict:
             classifier.scores(rows[i])
             inference.append((time.perf_counter() - start) * 1000.0)
     lengths = [min(len(w.syscalls), classifier.spec.max_len) for w in windows]
-    return {"windows": len(windows), "rounds": rounds,
-            "window_len": {"median": int(np.median(lengths)), "max": max(lengths)},
-            "load_average_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
-            "classify": _percentiles(end_to_end), "classify_cpu": _percentiles(cpu),
-            "inference_only": _percentiles(inference)}
+    return {
+        "windows": len(windows),
+        "rounds": rounds,
+        "window_len": {"median": int(np.median(lengths)), "max": max(lengths)},
+        "load_average_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "classify": _percentiles(end_to_end),
+        "classify_cpu": _percentiles(cpu),
+        "inference_only": _percentiles(inference),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,14 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['windows']} windows x {result['rounds']} rounds, window length "
-              f"median {result['window_len']['median']}, max {result['window_len']['max']}")
-        print(f"load average {result['load_average_1m']:.1f} on {result['cpus']} CPUs "
-              "(wall-clock figures include waiting for a CPU)")
+        print(
+            f"{result['windows']} windows x {result['rounds']} rounds, window length "
+            f"median {result['window_len']['median']}, max {result['window_len']['max']}"
+        )
+        print(
+            f"load average {result['load_average_1m']:.1f} on {result['cpus']} CPUs "
+            "(wall-clock figures include waiting for a CPU)"
+        )
         for name in ("classify", "classify_cpu", "inference_only"):
             r = result[name]
-            print(f"{name:>15}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                  f"max {r['max_ms']:.3f} ms")
+            print(
+                f"{name:>15}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                f"max {r['max_ms']:.3f} ms"
+            )
     return 0 if result["classify"]["p99_ms"] <= TARGET_P99_MS else 1
 
 

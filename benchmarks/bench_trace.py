@@ -99,9 +99,8 @@ def ingest(
     loops: Path, n: int, target: Path, full_pipeline: bool, scratch: Path
 ) -> dict:
     """Events per second taken in while the open/close loop runs at full speed."""
-    from capsule.runtime.tracer import Tracer
-
     from capsule.runtime import session
+    from capsule.runtime.tracer import Tracer
 
     argv = [str(loops), "openclose", str(n), str(target)]
     clock = _Clock(str(target))
@@ -126,9 +125,8 @@ def ingest(
 
 
 def _tracer_only(argv: list[str], clock: "_Clock") -> int:
-    from capsule.runtime.tracer import Tracer
-
     from capsule.runtime.session import spawn_held
+    from capsule.runtime.tracer import Tracer
 
     with open(os.devnull, "w") as quiet, _stdout_to(quiet):
         pid, go_w, _err_r = spawn_held(argv, None)
@@ -147,6 +145,24 @@ def _tracer_only(argv: list[str], clock: "_Clock") -> int:
             elif not events:
                 break
         return int(tracer.stats().get("drops", 0))
+
+
+def kernel_only(argv: list[str], scratch: Path) -> float:
+    """The loop's time with the BPF programs attached but no reader: what the kernel
+    side costs by itself, without the Python consumer competing for the CPUs."""
+    from capsule.runtime.session import spawn_held
+    from capsule.runtime.tracer import Tracer
+
+    out = scratch / "kernel-only.out"
+    with open(out, "w") as sink, _stdout_to(sink):
+        pid, go_w, _err_r = spawn_held(argv, None)
+    with Tracer() as tracer:
+        tracer.start()
+        tracer.track_pid(pid)
+        os.write(go_w, b"x")
+        os.close(go_w)
+        os.waitpid(pid, 0)
+    return _loop_seconds(out.read_text(), argv[1])
 
 
 class _Clock:
@@ -208,6 +224,22 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             overhead(name, cmd, args.rounds, scratch) for name, cmd in workloads.items()
         ]
+        openclose = workloads["open/close"]
+        bare = statistics.median(
+            kernel_only(openclose, scratch) for _ in range(args.rounds)
+        )
+        results.append(
+            {
+                "workload": "open/close, kernel side only (no reader)",
+                "iterations": int(openclose[2]),
+                "rounds": args.rounds,
+                "untraced_s": results[0]["untraced_s"],
+                "traced_s": bare,
+                "ratio": bare / results[0]["untraced_s"],
+                "events": 0,
+                "drops": "all",
+            }
+        )
         n_ingest = int(scale(300_000))
         intake = [
             ingest(loops, n_ingest, target, full, scratch) for full in (False, True)

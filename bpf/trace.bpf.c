@@ -360,9 +360,12 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 {
-	u32 tgid = BPF_CORE_READ(task, tgid);
+	u32 tgid = BPF_CORE_READ(task, tgid), tid = BPF_CORE_READ(task, pid);
 	struct ev_exit *ev;
 
+	/* a thread that dies inside a syscall (blocked in accept, killed) never reaches
+	 * sys_exit: forget its arguments here so that `stash` cannot fill up */
+	bpf_map_delete_elem(&stash, &tid);
 	if (!group_dead || !in_scope())
 		return 0;
 
@@ -423,7 +426,7 @@ static __always_inline bool traced_syscall(long nr)
 	case __NR_kill: case __NR_tkill: case __NR_tgkill: case __NR_rt_sigqueueinfo:
 	case __NR_rt_tgsigqueueinfo: case __NR_pidfd_send_signal: case __NR_setsid:
 	case __NR_clone: case __NR_clone3: case __NR_fork: case __NR_vfork: case __NR_execve:
-	case __NR_execveat:
+	case __NR_execveat: case __NR_ioctl:
 		return true;
 	}
 	return false;
@@ -455,7 +458,8 @@ int handle_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	s.args[4] = BPF_CORE_READ(regs, r8);
 	s.args[5] = BPF_CORE_READ(regs, r9);
 	tid = (u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&stash, &tid, &s, BPF_ANY);
+	if (bpf_map_update_elem(&stash, &tid, &s, BPF_ANY))
+		count_drop(); /* the event this syscall would have made is lost: say so */
 	return 0;
 }
 
@@ -470,6 +474,7 @@ int exit_mount(struct bpf_raw_tracepoint_args *ctx);
 int exit_ns(struct bpf_raw_tracepoint_args *ctx);
 int exit_signal(struct bpf_raw_tracepoint_args *ctx);
 int exit_setsid(struct bpf_raw_tracepoint_args *ctx);
+int exit_ioctl(struct bpf_raw_tracepoint_args *ctx);
 
 /* the handler of each syscall at exit, by syscall number */
 struct {
@@ -519,6 +524,7 @@ struct {
 		[__NR_rt_tgsigqueueinfo] = (void *)&exit_signal,
 		[__NR_pidfd_send_signal] = (void *)&exit_signal,
 		[__NR_setsid] = (void *)&exit_setsid,
+		[__NR_ioctl] = (void *)&exit_ioctl,
 	},
 };
 
@@ -773,6 +779,44 @@ int exit_file2(struct bpf_raw_tracepoint_args *ctx)
 		name_at(&ev->hdr, ev->dir, ev->name, dfd, name);
 	}
 	name_at(&ev->hdr, ev->new_dir, ev->new_name, new_dfd, new_name);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* --- devices ---------------------------------------------------------------------------- */
+
+/* ioctl on a character or block device; ioctls on sockets, pipes and files are not events */
+SEC("raw_tp")
+int exit_ioctl(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct ev_ioctl *ev;
+	struct file *file;
+	struct stash s;
+	u32 imode, rdev;
+
+	if (take_stash(&s))
+		return 0;
+	file = fd_file(s.args[0]);
+	if (!file)
+		return 0;
+	imode = file_mode(file);
+	if ((imode & S_IFMT) != S_IFCHR && (imode & S_IFMT) != S_IFBLK)
+		return 0;
+
+	ev = reserve(sizeof(*ev), CK_DEV_IOCTL);
+	if (!ev)
+		return 0;
+	rdev = BPF_CORE_READ(file, f_inode, i_rdev);
+	ev->ret = ctx->args[1];
+	ev->syscall = s.nr;
+	ev->fd = s.args[0];
+	ev->cmd = s.args[1];
+	ev->mode = imode;
+	ev->major = rdev >> 20;
+	ev->minor = rdev & 0xfffff;
+	ev->arg = s.args[2];
+	if (file_path(file, ev->dir))
+		ev->hdr.flags |= CAPSULE_F_TRUNCATED;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -1301,3 +1345,4 @@ int exit_setsid(struct bpf_raw_tracepoint_args *ctx)
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
+

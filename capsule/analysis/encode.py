@@ -77,10 +77,15 @@ def new_solver(timeout_ms: int = TIMEOUT_MS, rlimit: int = RLIMIT) -> z3.Solver:
     return configure(z3.Solver(), timeout_ms, rlimit)
 
 
+# Queries sent by this process, and by the workers it collected results from.
+stats = {"queries": 0}
+
+
 def solve(
     constraints, timeout_ms: int = TIMEOUT_MS, rlimit: int = RLIMIT
 ) -> Outcome:
     """Check the conjunction of `constraints` on a fresh, configured solver."""
+    stats["queries"] += 1
     solver = new_solver(timeout_ms, rlimit)
     solver.add(*constraints)
     return check(solver)

@@ -27,10 +27,9 @@ from capsule.lang.model import (
 def patterns_may_meet(a, b) -> bool:
     """False only if no value matches both patterns (of the same field)."""
     if isinstance(a, PathGlob) and isinstance(b, PathGlob):
-        (pa, literal_a), (pb, literal_b) = _prefix(a.text), _prefix(b.text)
-        if literal_a and literal_b:
-            return a.text == b.text
-        return pa.startswith(pb) or pb.startswith(pa)
+        return any(
+            _prefixes_meet(x, y) for x in _expanded(a.text) for y in _expanded(b.text)
+        )
     if isinstance(a, Cidr) and isinstance(b, Cidr):
         return a.network.overlaps(b.network)
     if isinstance(a, (PortRange, IdRange)) and isinstance(b, (PortRange, IdRange)):
@@ -44,6 +43,23 @@ def patterns_may_meet(a, b) -> bool:
 def _prefix(text: str) -> tuple[str, bool]:
     glob = PathGlob(text)
     return glob.literal_prefix, glob.is_literal
+
+
+@functools.lru_cache(maxsize=65536)
+def _expanded(text: str) -> tuple[tuple[str, bool], ...]:
+    """(literal prefix, is literal) of each form: `~/x` is /root/x and /home/*/x."""
+    return tuple(_prefix(g.text) for g in PathGlob(text).expand_home())
+
+
+def _prefixes_meet(x: tuple[str, bool], y: tuple[str, bool]) -> bool:
+    (px, literal_x), (py, literal_y) = x, y
+    if literal_x and literal_y:
+        return px == py
+    if literal_x or literal_y:
+        # a literal path meets a glob only if the glob's prefix is a prefix of it
+        path, prefix = (px, py) if literal_x else (py, px)
+        return path.startswith(prefix)
+    return px.startswith(py) or py.startswith(px)
 
 
 def _names_may_meet(a, b) -> bool:
@@ -92,36 +108,56 @@ def may_overlap(a: Clause, b: Clause) -> bool:
 class PairIndex:
     """Finds the candidate partners of a clause without comparing all pairs.
 
-    Clauses are bucketed by operation and by the first component of the literal
-    prefix of their `path` (clauses without one go to a bucket every clause meets).
+    Each clause gets keys: the directory part of its path's literal prefix, as a
+    tuple of components (`~` gives two keys, /root and /home), or the whole bytes
+    of its address block. Two clauses can only meet if one's key is a prefix of
+    the other's, so a clause is compared with the clauses keyed on its ancestors
+    and on its own subtree of a trie, not with all others. A clause without a key
+    has the empty key: it is compared with everything.
     """
 
     def __init__(self, clauses: list[Clause]):
         self.clauses = clauses
         self._by_op: dict[str, set[int]] = defaultdict(set)
-        self._by_top: dict[str, set[int]] = defaultdict(set)
-        self._wild: set[int] = set()
+        self._exact: dict[tuple, list[int]] = defaultdict(list)
+        self._subtree: dict[tuple, list[int]] = defaultdict(list)
         for i, clause in enumerate(clauses):
             for op in clause.rule.ops:
                 self._by_op[op].add(i)
-            top = _top_component(clause)
-            (self._by_top[top] if top is not None else self._wild).add(i)
+            for key in clause_keys(clause):
+                self._exact[key].append(i)
+                for depth in range(len(key) + 1):
+                    self._subtree[key[:depth]].append(i)
 
     def partners(self, i: int) -> list[int]:
         """Indices of the other clauses that may overlap clause `i`, ascending."""
         clause = self.clauses[i]
+        near: set[int] = set()
+        for key in clause_keys(clause):
+            near.update(self._subtree.get(key, ()))
+            for depth in range(len(key) + 1):
+                near.update(self._exact.get(key[:depth], ()))
         same_op = set().union(*(self._by_op[op] for op in clause.rule.ops))
-        top = _top_component(clause)
-        near = self._wild | self._by_top[top] if top is not None else same_op
-        found = (same_op & near) - {i}
+        found = (near & same_op) - {i}
         return sorted(j for j in found if may_overlap(clause, self.clauses[j]))
 
 
-def _top_component(clause: Clause) -> str | None:
-    """The first path component every matching path has, if the prefix fixes it."""
-    glob = clause.object.get("path")
-    if not isinstance(glob, PathGlob):
-        return None
-    prefix, literal = _prefix(glob.text)
-    top, sep, _ = prefix[1:].partition("/")
-    return top if sep or literal else None
+def clause_keys(clause: Clause) -> tuple[tuple, ...]:
+    """The trie keys of a clause (see PairIndex)."""
+    pattern = clause.object.get("path") or clause.object.get("addr")
+    if isinstance(pattern, PathGlob):
+        return _path_keys(pattern.text)
+    if isinstance(pattern, Cidr):
+        net = pattern.network
+        whole = net.prefixlen // 8
+        return (tuple(net.network_address.packed[:whole]),)
+    return ((),)
+
+
+@functools.lru_cache(maxsize=65536)
+def _path_keys(text: str) -> tuple[tuple, ...]:
+    keys = []
+    for prefix, _ in _expanded(text):
+        directory = prefix[: prefix.rfind("/") + 1].strip("/")
+        keys.append(tuple(directory.split("/")) if directory else ())
+    return tuple(dict.fromkeys(keys))

@@ -1,8 +1,9 @@
-"""`capsule compile POLICY... -o OUT/`: check, lower, render, clang, check the object."""
+"""`capsule compile POLICY... -o OUT/`: check, lower, render, clang, check the .o."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -39,7 +40,11 @@ def compile(  # noqa: A001 - the command is named after what it does
     built = artifact.build(policy, out, arch)
     hooks = ", ".join(built.ir.hooks) or "none"
     typer.echo(f"capsule compile: wrote {out}/ (hooks: {hooks})", err=True)
-    skipped = built.ir.unsupported
+    skipped = Counter(item.area for item in built.ir.unsupported)
     if skipped:
-        typer.echo(f"capsule compile: {len(skipped)} clause(s) not enforced in the "
-                   "kernel, see manifest.json \"unsupported\"", err=True)  # fmt: skip
+        areas = ", ".join(f"{area} {count}" for area, count in sorted(skipped.items()))
+        typer.echo(
+            f"capsule compile: not enforced in the kernel, decided in user space "
+            f'only: {areas} (see {out}/manifest.json "unsupported")',
+            err=True,
+        )

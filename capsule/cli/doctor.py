@@ -19,12 +19,21 @@ def doctor(
 
     checks = probes.run_checks()
     if as_json:
-        typer.echo(json.dumps({"tracing": probes.tracing_works(checks),
-                               "checks": [c.as_dict() for c in checks]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "tracing": probes.tracing_works(checks),
+                    "checks": [c.as_dict() for c in checks],
+                },
+                indent=2,
+            )
+        )
     else:
         width = max(len(c.feature) for c in checks)
         for c in checks:
             line = f"{c.status:<8} {c.feature:<{width}}  {c.detail}"
-            typer.echo(line + (f"  (fix: {c.fix})" if c.fix and c.status != "ok" else ""))
+            typer.echo(
+                line + (f"  (fix: {c.fix})" if c.fix and c.status != "ok" else "")
+            )
     if not probes.tracing_works(checks):
         raise typer.Exit(exitcodes.CAPSULE_FAILED)

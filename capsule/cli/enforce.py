@@ -39,8 +39,9 @@ def load_policy_or_artifact(source: Path):
         from capsule.lang.diagnostics import SourceCache, render_text
 
         typer.echo(render_text(errors, SourceCache()), err=True, nl=False)
-        raise CapsuleError(f"failed to load policy {source}: {len(errors)} error(s)",
-                           exit_code=1)
+        raise CapsuleError(
+            f"failed to load policy {source}: {len(errors)} error(s)", exit_code=1
+        )
     if source.is_dir():
         _check_artifact_hash(source, policy)
     return policy, list(policy.files or files)
@@ -62,51 +63,91 @@ def _check_artifact_hash(directory: Path, policy) -> None:
 
     manifest = json.loads((directory / "manifest.json").read_text())
     if manifest.get("policy_sha256") != policy_hash(policy):
-        raise CapsuleError(f"failed to use artifact {directory}: its policy sources "
-                           "changed since it was compiled",
-                           hint="recompile it, or pass the .cap file")
+        raise CapsuleError(
+            f"failed to use artifact {directory}: its policy sources "
+            "changed since it was compiled",
+            hint="recompile it, or pass the .cap file",
+        )
 
 
 @app.command(context_settings=_PASSTHROUGH)
 def enforce(
-    policy: Path = typer.Argument(..., metavar="POLICY|ARTIFACT",
-                                  help="A .cap file, or an artifact from capsule compile."),
-    command: list[str] = typer.Argument(..., metavar="-- CMD [ARG...]",
-                                        help="The command to run under the policy."),
-    require: str = typer.Option("best-effort", "--require", metavar="LEVEL",
-                                help="full: refuse to start if any deny rule would be "
-                                     "audit only. best-effort (default): start, and say "
-                                     "so in the coverage report."),
-    backend: str = typer.Option("auto", "--backend",
-                                help="auto, lsm or compat (Landlock, seccomp, cgroup)."),
-    output: Path = typer.Option(None, "--output", "-o", metavar="DIR",
-                                help=f"Run directory (default: {RUNS_DIR}/enforce-...)."),
-    self_protect: bool = typer.Option(True, "--self-protect/--no-self-protect",
-                                      help="Keep the agent away from Capsule itself."),
+    policy: Path = typer.Argument(
+        ...,
+        metavar="POLICY|ARTIFACT",
+        help="A .cap file, or an artifact from capsule compile.",
+    ),
+    command: list[str] = typer.Argument(
+        ..., metavar="-- CMD [ARG...]", help="The command to run under the policy."
+    ),
+    require: str = typer.Option(
+        "best-effort",
+        "--require",
+        metavar="LEVEL",
+        help="full: refuse to start if any deny rule would be "
+        "audit only. best-effort (default): start, and say "
+        "so in the coverage report.",
+    ),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto, lsm or compat (Landlock, seccomp, cgroup)."
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="DIR",
+        help=f"Run directory (default: {RUNS_DIR}/enforce-...).",
+    ),
+    self_protect: bool = typer.Option(
+        True,
+        "--self-protect/--no-self-protect",
+        help="Keep the agent away from Capsule itself.",
+    ),
+    report_denials: bool = typer.Option(
+        True,
+        "--report-denials/--no-report-denials",
+        help="Report Landlock's refusals in the timeline (costs every syscall on the "
+        "machine a little while CMD runs).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    live: bool = typer.Option(True, "--timeline/--no-timeline",
-                              help="Show denials, audits and kills as they happen."),
+    live: bool = typer.Option(
+        True,
+        "--timeline/--no-timeline",
+        help="Show denials, audits and kills as they happen.",
+    ),
 ) -> None:
     """Run CMD with POLICY enforced from its first instruction; exit with its status."""
     from capsule.runtime import enforce as runtime
     from capsule.runtime.timeline import Timeline
 
     if require not in runtime.REQUIRE_LEVELS:
-        raise CapsuleError(f"failed to parse --require {require!r}: expected one of "
-                           f"{', '.join(runtime.REQUIRE_LEVELS)}", exit_code=2)
+        raise CapsuleError(
+            f"failed to parse --require {require!r}: expected one of "
+            f"{', '.join(runtime.REQUIRE_LEVELS)}",
+            exit_code=2,
+        )
     if backend not in runtime.BACKENDS:
-        raise CapsuleError(f"failed to parse --backend {backend!r}: expected one of "
-                           f"{', '.join(runtime.BACKENDS)}", exit_code=2)
+        raise CapsuleError(
+            f"failed to parse --backend {backend!r}: expected one of "
+            f"{', '.join(runtime.BACKENDS)}",
+            exit_code=2,
+        )
     command = command[1:] if command[:1] == ["--"] else command
     if not command:
         raise CapsuleError("failed to parse the command: nothing after --", exit_code=2)
     resolved, files = load_policy_or_artifact(policy)
-    runtime.select_backend(backend)
+    caps = runtime.probe()
+    runtime.select_backend(backend, caps)
     err = _stderr()
     request = runtime.EnforceRequest(
-        policy=resolved, policy_files=files + ([str(policy)] if policy.is_dir() else []),
-        command=list(command), directory=output or _default_directory(),
-        require=require, self_protect=self_protect,
+        policy=resolved,
+        policy_files=files + ([str(policy)] if policy.is_dir() else []),
+        command=list(command),
+        directory=output or _default_directory(),
+        require=require,
+        self_protect=self_protect,
+        caps=caps,
+        report_denials=report_denials,
         on_event=Timeline(err).write if live else None,
         on_coverage=lambda report: err.print(report.render(), markup=False),
     )
@@ -119,9 +160,12 @@ def enforce(
 
 
 def _print_summary(err: Console, summary: dict) -> None:
-    err.print(f"capsule: {summary['command'][0]} exited {summary['exit_code']} after "
-              f"{summary['duration_s']}s: {summary['denied']} denied, "
-              f"{summary['killed']} killed, {summary['audited']} audited", markup=False)
+    err.print(
+        f"capsule: {summary['command'][0]} exited {summary['exit_code']} after "
+        f"{summary['duration_s']}s: {summary['denied']} denied, "
+        f"{summary['killed']} killed, {summary['audited']} audited",
+        markup=False,
+    )
     for rule, count in summary["by_rule"].items():
         err.print(f"  {rule}: {count}", markup=False)
     err.print(f"  run: {summary['store']}", markup=False)

@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 VMLINUX_H = ROOT / "build" / "vmlinux.h"
 ARCHES = {"x86_64": "x86", "aarch64": "arm64"}  # target -> __TARGET_ARCH_ suffix
 LICENSE = "GPL"  # bpf_d_path and bpf_send_signal are GPL-only helpers
-OBJECT, SOURCE, MANIFEST, MAPS = "policy.bpf.o", "policy.bpf.c", "manifest.json", "maps.json"
+OBJECT, SOURCE, MANIFEST, MAPS = (
+    "policy.bpf.o",
+    "policy.bpf.c",
+    "manifest.json",
+    "maps.json",
+)
 _SLEEPABLE = "lsm.s/"
 
 
@@ -53,37 +58,66 @@ def host_arch() -> str:
 
 def _features(ir: Ir) -> list[str]:
     found = {"bpf_lsm", "btf", "ringbuf", "sleepable_lsm", "bpf_d_path"}
-    if any(table.prefix for table in ir.areas.values()):
+    if any(
+        getattr(table, "prefix", None)
+        or getattr(table, "dfa", None)
+        or getattr(table, "entries", None)
+        for table in ir.areas.values()
+    ):
         found.add("bpf_loop")
     return sorted(found)
 
 
 def manifest(ir: Ir, arch: str) -> dict:
     """What the artifact holds and needs; the loader and `check_object` read it."""
-    sizes = {name: (len(kv[0][0]), len(kv[0][1])) for name, kv in maps.contents(ir).items()}
+    sizes = {
+        name: (len(kv[0][0]), len(kv[0][1])) for name, kv in maps.contents(ir).items()
+    }
     return {
-        "format": FORMAT, "version": VERSION, "generator": GENERATOR,
-        "policy_sha256": ir.policy_hash, "sources": list(ir.sources),
-        "target_arch": arch, "license": LICENSE,
-        "kernel_features": _features(ir), "min_kernel": "5.17",
-        "hooks": [{"name": hook, "section": f"{_SLEEPABLE}{hook}",
-                   "decides": [f"{area} {op}" for area, op in pairs]}
-                  for hook, pairs in ir.hooks.items()],
-        "maps": {name: {"key_size": k, "value_size": v} for name, (k, v) in sizes.items()},
+        "format": FORMAT,
+        "version": VERSION,
+        "generator": GENERATOR,
+        "policy_sha256": ir.policy_hash,
+        "sources": list(ir.sources),
+        "target_arch": arch,
+        "license": LICENSE,
+        "kernel_features": _features(ir),
+        "min_kernel": "5.17",
+        "hooks": [
+            {
+                "name": hook,
+                "section": _section(hook),
+                "decides": [f"{area} {op}" for area, op in pairs],
+            }
+            for hook, pairs in ir.hooks.items()
+        ],
+        "maps": {
+            name: {"key_size": k, "value_size": v} for name, (k, v) in sizes.items()
+        },
         "rules": ir.rules,
-        "unsupported": [asdict(item) | {"ops": list(item.ops), "effect": item.effect.value}
-                        for item in ir.unsupported],
-    }  # fmt: skip
+        "unsupported": [
+            asdict(item) | {"ops": list(item.ops), "effect": item.effect.value}
+            for item in ir.unsupported
+        ],
+    }
+
+
+def _section(hook: str) -> str:
+    # the path hooks sleep for bpf_d_path; the socket hooks need not
+    return f"lsm/{hook}" if hook.startswith("socket_") else f"{_SLEEPABLE}{hook}"
 
 
 def ensure_headers(include: Path) -> Path:
     """vmlinux.h (the kernel's BTF as C) and capsule_events.h, in one include dir."""
     if not VMLINUX_H.exists():
-        done = subprocess.run(["make", "-C", str(ROOT), "build/vmlinux.h"],
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            ["make", "-C", str(ROOT), "build/vmlinux.h"], capture_output=True, text=True
+        )
         if done.returncode:
-            raise CapsuleError(f"failed to make build/vmlinux.h: {done.stderr.strip()}",
-                               hint="run `make setup`")  # fmt: skip
+            raise CapsuleError(
+                f"failed to make build/vmlinux.h: {done.stderr.strip()}",
+                hint="run `make setup`",
+            )
     include.mkdir(parents=True, exist_ok=True)
     schema.write_c_header(include / "capsule_events.h")
     return include
@@ -91,10 +125,25 @@ def ensure_headers(include: Path) -> Path:
 
 def clang_argv(source: Path, out: Path, arch: str, include: Path) -> list[str]:
     if arch not in ARCHES:
-        raise CapsuleError(f"failed to compile for {arch}: targets are {', '.join(ARCHES)}")
-    return ["clang", "-target", "bpf", "-O2", "-g", "-Wall", "-Werror",
-            f"-D__TARGET_ARCH_{ARCHES[arch]}", f"-I{include}", f"-I{VMLINUX_H.parent}",
-            "-c", str(source), "-o", str(out)]  # fmt: skip
+        raise CapsuleError(
+            f"failed to compile for {arch}: targets are {', '.join(ARCHES)}"
+        )
+    return [
+        "clang",
+        "-target",
+        "bpf",
+        "-O2",
+        "-g",
+        "-Wall",
+        "-Werror",
+        f"-D__TARGET_ARCH_{ARCHES[arch]}",
+        f"-I{include}",
+        f"-I{VMLINUX_H.parent}",
+        "-c",
+        str(source),
+        "-o",
+        str(out),
+    ]
 
 
 def compile_c(source: Path, out: Path, arch: str) -> None:
@@ -119,12 +168,17 @@ def check_object(path: Path, manifest: dict) -> list[str]:
             if hook["section"] not in sections:
                 problems.append(f"section {hook['section']} is missing")
         license_section = elf.get_section_by_name("license")
-        found = license_section.data().rstrip(b"\0").decode() if license_section else None
+        found = (
+            license_section.data().rstrip(b"\0").decode() if license_section else None
+        )
         if found != manifest["license"]:
-            problems.append(f"license is {found!r}, manifest says {manifest['license']!r}")
+            problems.append(
+                f"license is {found!r}, manifest says {manifest['license']!r}"
+            )
         symbols = _map_symbols(elf)
-        problems += [f"map {name} is missing" for name in manifest["maps"]
-                     if name not in symbols]  # fmt: skip
+        problems += [
+            f"map {name} is missing" for name in manifest["maps"] if name not in symbols
+        ]
     return problems
 
 
@@ -140,8 +194,13 @@ def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
     ir = lower(policy)
     for item in ir.unsupported:
-        log.debug("%s: %s %s is not enforced in the kernel: %s", item.ref, item.area,
-                  ",".join(item.ops), item.reason)  # fmt: skip
+        log.debug(
+            "%s: %s %s is not enforced in the kernel: %s",
+            item.ref,
+            item.area,
+            ",".join(item.ops),
+            item.reason,
+        )
     source = out / SOURCE
     source.write_text(render.render(ir))
     compile_c(source, out / OBJECT, arch)

@@ -146,7 +146,9 @@ class Dfa:
 def _byte_classes(globs: Iterable[PathGlob]) -> list[int]:
     special = {SLASH} | set(b"/root/home")  # the literals of `~`
     for glob in globs:
-        special |= {b for t in _tokenize(glob.text) if t.kind == "lit" for b in t.text.encode()}
+        special |= {
+            b for t in _tokenize(glob.text) if t.kind == "lit" for b in t.text.encode()
+        }
     ordered = sorted(special)
     index = {byte: number + 1 for number, byte in enumerate(ordered)}
     return [index.get(byte, 0) for byte in range(256)]
@@ -198,5 +200,7 @@ def build(globs: list[tuple[PathGlob, int]]) -> Dfa:
                 order.append(nxt)
             row.append(ids[nxt])
         table.append(row)
-    accepts = [frozenset(t for s in subset for t in accept_tags.get(s, ())) for subset in order]
+    accepts = [
+        frozenset(t for s in subset for t in accept_tags.get(s, ())) for subset in order
+    ]
     return Dfa(classes, table, accepts)

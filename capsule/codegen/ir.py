@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from capsule.codegen import dfa
+from capsule.codegen import dfa, net
 from capsule.lang import semantics
 from capsule.lang.model import DEFAULT_FALLBACK, Clause, Effect, PathGlob, Policy
 from capsule.lang.names import AREAS
@@ -31,8 +31,11 @@ HOOKS: dict[tuple[str, str], str] = {
     ("file", "write"): "file_open",
     ("file", "exec"): "file_open",
     ("process", "exec"): "bprm_check_security",
+    ("network", "connect"): "socket_connect",
+    ("network", "bind"): "socket_bind",
 }
 PATH_FIELD = {"file": "path", "process": "path"}  # the one field each area matches
+KERNEL_FIELDS = {"file": {"path"}, "process": {"path"}, "network": net.FIELDS}
 
 
 @dataclass(frozen=True, order=True)
@@ -81,7 +84,9 @@ class AreaTable:
         found = [self.exact.get((op_id, path)), self.any_op.get(op_id)]
         found += self._prefixes(op_id, path)
         if self.dfa is not None:
-            found.append(self.dfa_accept.get((self.dfa.final_state(path.encode()), op_id)))
+            found.append(
+                self.dfa_accept.get((self.dfa.final_state(path.encode()), op_id))
+            )
         return max((v for v in found if v is not None), default=self.default)
 
     def _prefixes(self, op_id: int, path: str) -> list[Verdict | None]:
@@ -104,7 +109,7 @@ class Ir:
     policy_hash: str
     sources: tuple[str, ...]
     rules: list[str]  # rule refs (file:line), indexed by Verdict.rule
-    areas: dict[str, AreaTable]
+    areas: dict[str, AreaTable | net.NetTable]
     hooks: dict[str, tuple[tuple[str, str], ...]]  # hook -> (area, op) it decides
     unsupported: list[Unsupported]
 
@@ -150,7 +155,7 @@ def _why_unsupported(clause: Clause) -> str | None:
     rule = clause.rule
     if not rule.subject.is_any or rule.after is not None:
         return "subject and `after` conditions are decided in user space only"
-    extra = set(clause.object) - {PATH_FIELD.get(rule.area)}
+    extra = set(clause.object) - KERNEL_FIELDS.get(rule.area, set())
     if extra:
         return f"field {', '.join(sorted(extra))} is not matched in the kernel yet"
     return None
@@ -176,7 +181,36 @@ def _add(table: dict, key: object, verdict: Verdict) -> None:
         table[key] = verdict
 
 
-def _build_area(policy: Policy, area: str, clauses: list[Clause], rules: dict) -> AreaTable:
+def _verdicts(clauses: list[Clause], rules: dict) -> list[tuple[Clause, Verdict]]:
+    ranks = _ranks(clauses)
+    found = []
+    for clause in clauses:
+        rule, rank = clause.rule, ranks[semantics.precedence(clause)]
+        enforced = _enforced(rule.effect, rule.fallback)
+        found.append((clause, Verdict(rank, rule.effect, enforced, rules[rule.ref])))
+    return found
+
+
+def _build_network(policy: Policy, clauses: list[Clause], rules: dict) -> net.NetTable:
+    entries = []
+    for clause, verdict in _verdicts(clauses, rules):
+        ops = [
+            AREAS["network"].index(op)
+            for op in sorted(clause.rule.ops)
+            if ("network", op) in HOOKS
+        ]
+        entries.append(net.entry(clause.object, ops, verdict))
+    table = net.build(_default(policy, "network"), entries)
+    if table.default.enforced.blocks:
+        table.blocking_ops.update(range(len(AREAS["network"])))
+    return table
+
+
+def _build_area(
+    policy: Policy, area: str, clauses: list[Clause], rules: dict
+) -> AreaTable:
+    if area == "network":
+        return _build_network(policy, clauses, rules)
     table = AreaTable(area, _default(policy, area))
     rules_by_index = {index: ref for ref, index in rules.items()}
     ranks = _ranks(clauses)
@@ -184,8 +218,9 @@ def _build_area(policy: Policy, area: str, clauses: list[Clause], rules: dict) -
     for clause in clauses:
         rule = clause.rule
         rank = ranks[semantics.precedence(clause)]
-        verdict = Verdict(rank, rule.effect, _enforced(rule.effect, rule.fallback),
-                          rules[rule.ref])  # fmt: skip
+        verdict = Verdict(
+            rank, rule.effect, _enforced(rule.effect, rule.fallback), rules[rule.ref]
+        )
         op_ids = [table.op_id(op) for op in sorted(rule.ops) if (area, op) in HOOKS]
         if verdict.enforced.blocks:
             table.blocking_ops.update(op_ids)
@@ -211,7 +246,9 @@ def _build_area(policy: Policy, area: str, clauses: list[Clause], rules: dict) -
     return table
 
 
-def _build_dfa(table: AreaTable, globs: list[tuple[PathGlob, Verdict, list[int]]]) -> None:
+def _build_dfa(
+    table: AreaTable, globs: list[tuple[PathGlob, Verdict, list[int]]]
+) -> None:
     """One DFA for every glob of the area; accepting states carry per-op verdicts.
 
     Raises:
@@ -235,14 +272,20 @@ def lower(policy: Policy) -> Ir:
         rule = clause.rule
         unhooked = _unhooked(rule)
         if unhooked:
-            reason = f"no kernel hook generated yet for {rule.area} {', '.join(unhooked)}"
-            unsupported.append(Unsupported(rule.ref, rule.area, unhooked, reason, rule.effect))
+            reason = (
+                f"no kernel hook generated yet for {rule.area} {', '.join(unhooked)}"
+            )
+            unsupported.append(
+                Unsupported(rule.ref, rule.area, unhooked, reason, rule.effect)
+            )
         if len(unhooked) == len(rule.ops):
             continue
         reason = _why_unsupported(clause)
         if reason:
             hooked = tuple(op for op in sorted(rule.ops) if op not in unhooked)
-            unsupported.append(Unsupported(rule.ref, rule.area, hooked, reason, rule.effect))
+            unsupported.append(
+                Unsupported(rule.ref, rule.area, hooked, reason, rule.effect)
+            )
             continue
         by_area.setdefault(rule.area, []).append(clause)
     areas = {}
@@ -250,10 +293,18 @@ def lower(policy: Policy) -> Ir:
         areas[area] = _build_area(policy, area, by_area.get(area, []), rules)
     unsupported += _unhooked_defaults(policy, areas)
     for area, table in areas.items():
-        unsupported += [Unsupported(ref, area, (), why, Effect.DENY)
-                        for ref, why in table.too_large]  # fmt: skip
-    return Ir(policy_hash(policy), tuple(policy.files), rule_refs, areas,
-              _hooks(areas), unsupported)  # fmt: skip
+        unsupported += [
+            Unsupported(ref, area, (), why, Effect.DENY)
+            for ref, why in getattr(table, "too_large", ())
+        ]
+    return Ir(
+        policy_hash(policy),
+        tuple(policy.files),
+        rule_refs,
+        areas,
+        _hooks(areas),
+        unsupported,
+    )
 
 
 def _unhooked_defaults(policy: Policy, areas: dict) -> list[Unsupported]:
@@ -285,9 +336,15 @@ def _hooks(areas: dict[str, AreaTable]) -> dict[str, tuple[tuple[str, str], ...]
     return {hook: tuple(pairs) for hook, pairs in hooks.items()}
 
 
-def _op_used(table: AreaTable, op: str) -> bool:
+def _op_used(table: AreaTable | net.NetTable, op: str) -> bool:
     op_id = table.op_id(op)
-    if table.default.effect is not Effect.ALLOW or op_id in table.any_op:
+    if table.default.effect is not Effect.ALLOW:
+        return True
+    if isinstance(table, net.NetTable):
+        return any(entry.ops & (1 << op_id) for entry in table.entries)
+    if op_id in table.any_op:
         return True
     keys = list(table.exact) + list(table.prefix)
-    return any(entry_op == op_id for entry_op, _ in keys)
+    if any(entry_op == op_id for entry_op, _ in keys):
+        return True
+    return any(entry_op == op_id for _, entry_op in table.dfa_accept)

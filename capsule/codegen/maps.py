@@ -10,6 +10,7 @@ import json
 import struct
 from pathlib import Path
 
+from capsule.codegen import net
 from capsule.codegen.ir import KEY_PATH_LEN, AreaTable, Ir, Verdict
 from capsule.lang.model import Effect
 
@@ -23,19 +24,35 @@ _EFFECT_CODE = {effect: code for code, effect in enumerate(Effect)}
 
 
 def verdict_bytes(verdict: Verdict) -> bytes:
-    return VERDICT.pack(verdict.rank, _EFFECT_CODE[verdict.effect],
-                        _EFFECT_CODE[verdict.enforced], verdict.rule)  # fmt: skip
+    return VERDICT.pack(
+        verdict.rank,
+        _EFFECT_CODE[verdict.effect],
+        _EFFECT_CODE[verdict.enforced],
+        verdict.rule,
+    )
 
 
 def path_key(op: int, path: str) -> bytes:
     return PATH_KEY.pack(op, path.encode())
 
 
-def _area_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
+def _network_maps(table: net.NetTable) -> dict[str, list[tuple[bytes, bytes]]]:
+    return {
+        "network_rules": [
+            (U32.pack(index), entry.key_bytes() + verdict_bytes(entry.verdict))
+            for index, entry in enumerate(table.entries)
+        ]
+    }
+
+
+def _area_maps(table: AreaTable | net.NetTable) -> dict[str, list[tuple[bytes, bytes]]]:
+    if isinstance(table, net.NetTable):
+        return _network_maps(table)
     maps = {}
     if table.exact:
         maps[f"{table.area}_exact"] = [
-            (path_key(op, path), verdict_bytes(v)) for (op, path), v in table.exact.items()
+            (path_key(op, path), verdict_bytes(v))
+            for (op, path), v in table.exact.items()
         ]
     if table.prefix:
         maps[f"{table.area}_prefix"] = [
@@ -56,7 +73,8 @@ def _dfa_maps(table: AreaTable) -> dict[str, list[tuple[bytes, bytes]]]:
     return {
         f"{table.area}_dfa_cls": [(U32.pack(0), bytes(automaton.classes))],
         f"{table.area}_dfa_next": [
-            (U32.pack(state), row.pack(*nexts)) for state, nexts in enumerate(automaton.next)
+            (U32.pack(state), row.pack(*nexts))
+            for state, nexts in enumerate(automaton.next)
         ],
         f"{table.area}_dfa_accept": [
             (DFA_KEY.pack(state, op), verdict_bytes(v))
@@ -99,4 +117,6 @@ def read_json(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:
 
 def to_loader_lines(maps: dict[str, list[tuple[bytes, bytes]]]) -> str:
     """The "MAP KEYHEX VALUEHEX" lines the test loader (tests/lsm/lsm_run.c) reads."""
-    return "".join(f"{name} {k.hex()} {v.hex()}\n" for name, kv in maps.items() for k, v in kv)
+    return "".join(
+        f"{name} {k.hex()} {v.hex()}\n" for name, kv in maps.items() for k, v in kv
+    )

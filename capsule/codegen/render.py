@@ -48,8 +48,17 @@ class TableView:
 
 def _table_view(table: AreaTable) -> TableView:
     mask = sum(1 << op for op in table.blocking_ops)
-    return TableView(table.area, table.default, table.exact, table.prefix, table.any_op,
-                     table.dfa, table.dfa_accept, len(AREAS[table.area]), hex(mask))  # fmt: skip
+    return TableView(
+        table.area,
+        table.default,
+        table.exact,
+        table.prefix,
+        table.any_op,
+        table.dfa,
+        table.dfa_accept,
+        len(AREAS[table.area]),
+        hex(mask),
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -65,15 +74,22 @@ def _environment() -> jinja2.Environment:
 def render(ir: Ir) -> str:
     """The C source of the policy's BPF programs, clang-formatted when possible."""
     op_ids = {(area, op): AREAS[area].index(op) for area in AREAS for op in AREAS[area]}
-    source = _environment().get_template(MAIN_TEMPLATE).render(
-        version=__version__,
-        sources=", ".join(ir.sources) or "<no file>",
-        policy_hash=ir.policy_hash,
-        key_path_len=KEY_PATH_LEN,
-        effects=list(Effect),
-        tables=[_table_view(table) for table in ir.areas.values()],
-        hooks=[HookView(name, decides) for name, decides in ir.hooks.items()],
-        op_ids=op_ids,
+    source = (
+        _environment()
+        .get_template(MAIN_TEMPLATE)
+        .render(
+            version=__version__,
+            sources=", ".join(ir.sources) or "<no file>",
+            policy_hash=ir.policy_hash,
+            key_path_len=KEY_PATH_LEN,
+            effects=list(Effect),
+            tables=[
+                _table_view(t) for t in ir.areas.values() if isinstance(t, AreaTable)
+            ],
+            network=ir.areas.get("network"),
+            hooks=[HookView(name, decides) for name, decides in ir.hooks.items()],
+            op_ids=op_ids,
+        )
     )
     return clang_format(source)
 
@@ -86,6 +102,9 @@ def clang_format(source: str) -> str:
     first, _, rest = source.partition("\n")
     done = subprocess.run(
         ["clang-format", f"--style={CLANG_FORMAT_STYLE}", "--assume-filename=policy.c"],
-        input=rest, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        input=rest,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return f"{first}\n{done.stdout}"

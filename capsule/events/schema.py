@@ -14,7 +14,7 @@ import ipaddress
 import os
 import posixpath
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PATH_MAX = 256  # bytes per path component buffer; longer paths carry TRUNCATED
@@ -23,12 +23,33 @@ UNIX_PATH_MAX = 108
 COMM_LEN = 16
 
 # flag bits of the common header
-FLAGS = {"TRUNCATED": 1, "DENIED": 2, "KILLED": 4, "AUDIT": 8, "SCRIPT": 16, "ABSTRACT": 32}
+FLAGS = {
+    "TRUNCATED": 1,
+    "DENIED": 2,
+    "KILLED": 4,
+    "AUDIT": 8,
+    "SCRIPT": 16,
+    "ABSTRACT": 32,
+}
 
-_FORMATS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "s32": "i", "s64": "q",
-            "char": "s"}
-_C_TYPES = {"u8": "__u8", "u16": "__u16", "u32": "__u32", "u64": "__u64", "s32": "__s32",
-            "s64": "__s64", "char": "char"}
+_FORMATS = {
+    "u8": "B",
+    "u16": "H",
+    "u32": "I",
+    "u64": "Q",
+    "s32": "i",
+    "s64": "q",
+    "char": "s",
+}
+_C_TYPES = {
+    "u8": "__u8",
+    "u16": "__u16",
+    "u32": "__u32",
+    "u64": "__u64",
+    "s32": "__s32",
+    "s64": "__s64",
+    "char": "char",
+}
 
 
 @dataclass(frozen=True)
@@ -74,80 +95,219 @@ def _f(name: str, ctype: str, count: int = 1, doc: str = "") -> Field:
 
 
 HEADER = (
-    _f("kind", "u16"), _f("flags", "u16"), _f("size", "u32", doc="bytes in this record"),
-    _f("ts_ns", "u64", doc="CLOCK_MONOTONIC"), _f("pid", "u32"), _f("tid", "u32"),
-    _f("ppid", "u32"), _f("uid", "u32"), _f("gid", "u32"), _f("_pad0", "u32"),
-    _f("cgroup_id", "u64"), _f("comm", "char", COMM_LEN),
+    _f("kind", "u16"),
+    _f("flags", "u16"),
+    _f("size", "u32", doc="bytes in this record"),
+    _f("ts_ns", "u64", doc="CLOCK_MONOTONIC"),
+    _f("pid", "u32"),
+    _f("tid", "u32"),
+    _f("ppid", "u32"),
+    _f("uid", "u32"),
+    _f("gid", "u32"),
+    _f("_pad0", "u32"),
+    _f("cgroup_id", "u64"),
+    _f("comm", "char", COMM_LEN),
 )
 _RET = (_f("ret", "s64", doc="syscall return value"), _f("syscall", "u32"))
 
-LAYOUTS = {layout.name: layout for layout in (
-    Layout("exec", (
-        _f("argc", "u32"), _f("args_len", "u32"), _f("old_euid", "u32"), _f("_pad1", "u32"),
-        _f("exe_path", "char", PATH_MAX, "the file the kernel loaded (#!: the interpreter)"),
-        _f("filename", "char", PATH_MAX, "as passed to execve"),
-        _f("cwd", "char", PATH_MAX, "set when filename is relative"),
-        _f("interpreter", "char", PATH_MAX, "the #! line's interpreter, for scripts"),
-        _f("argv", "char", ARGV_MAX),
-    )),
-    Layout("fork", (_f("child_pid", "u32"), _f("_pad1", "u32"), _f("clone_flags", "u64"))),
-    Layout("exit", (_f("exit_code", "u32"), _f("_pad1", "u32"))),
-    Layout("simple", _RET + (_f("_pad1", "u32"),)),
-    Layout("open", _RET + (
-        _f("fd", "s32"), _f("open_flags", "u32"), _f("mode", "u32", doc="inode mode"),
-        _f("major", "u32"), _f("minor", "u32"), _f("fmode", "u32"), _f("_pad1", "u32"),
-        _f("ino", "u64"),
-        _f("dir", "char", PATH_MAX), _f("name", "char", PATH_MAX),
-    ), paths=(("path", "dir", "name"),)),
-    Layout("file", _RET + (
-        _f("fd", "s32"), _f("arg", "u64", doc="mode, length or flags, per syscall"),
-        _f("owner_uid", "u32"), _f("owner_gid", "u32"),
-        _f("dir", "char", PATH_MAX), _f("name", "char", PATH_MAX),
-    ), paths=(("path", "dir", "name"),)),
-    Layout("file2", _RET + (
-        _f("op_flags", "u32"),
-        _f("dir", "char", PATH_MAX), _f("name", "char", PATH_MAX),
-        _f("new_dir", "char", PATH_MAX), _f("new_name", "char", PATH_MAX),
-    ), paths=(("path", "dir", "name"), ("new_path", "new_dir", "new_name"))),
-    Layout("sock", _RET + (
-        _f("fd", "s32"), _f("family", "u16"), _f("sock_type", "u16"), _f("protocol", "u16"),
-        _f("port", "u16"), _f("path_len", "u32"), _f("_pad1", "u32"), _f("send_len", "u64"),
-        _f("addr", "u8", 16), _f("unix_path", "char", UNIX_PATH_MAX), _f("_pad2", "u32"),
-    )),
-    Layout("creds", _RET + (
-        _f("arg0", "s32"), _f("arg1", "s32"), _f("arg2", "s32"),
-        _f("new_uid", "u32"), _f("new_euid", "u32"), _f("new_suid", "u32"),
-        _f("new_fsuid", "u32"), _f("new_gid", "u32"), _f("new_egid", "u32"),
-        _f("new_sgid", "u32"), _f("new_fsgid", "u32"),
-        _f("cap_effective", "u64"), _f("cap_permitted", "u64"),
-        _f("cap_inheritable", "u64"),
-    )),
-    Layout("mem", _RET + (
-        _f("fd", "s32"), _f("addr", "u64"), _f("length", "u64"), _f("prot", "u32"),
-        _f("mflags", "u32"), _f("dir", "char", PATH_MAX),
-    ), paths=(("path", "dir", ""),)),
-    Layout("ipc", _RET + (
-        _f("target_pid", "s32"), _f("key", "s64"), _f("id", "s64"), _f("ipc_flags", "u64"),
-        _f("request", "u64"), _f("fd0", "s32"), _f("fd1", "s32"),
-        _f("name", "char", PATH_MAX),
-    )),
-    Layout("mount", _RET + (
-        _f("_pad1", "u32"), _f("mount_flags", "u64"), _f("fstype", "char", 32),
-        _f("source", "char", PATH_MAX),
-        _f("dir", "char", PATH_MAX), _f("name", "char", PATH_MAX),
-    ), paths=(("path", "dir", "name"),)),
-    Layout("ns", _RET + (
-        _f("fd", "s32"), _f("ns_flags", "u64"), _f("target_pid", "s32"),
-        _f("resource", "u32"), _f("rlim_cur", "u64"), _f("rlim_max", "u64"),
-    )),
-    Layout("cgroup", (
-        _f("target_pid", "u32"), _f("threadgroup", "u32"), _f("dst_cgroup_id", "u64"),
-        _f("cgroup_path", "char", PATH_MAX),
-    )),
-    Layout("signal", _RET + (
-        _f("target_pid", "s32"), _f("target_tid", "s32"), _f("sig", "u32"),
-    )),
-)}
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            "exec",
+            (
+                _f("argc", "u32"),
+                _f("args_len", "u32"),
+                _f("old_euid", "u32"),
+                _f("_pad1", "u32"),
+                _f(
+                    "exe_path",
+                    "char",
+                    PATH_MAX,
+                    "the file the kernel loaded (#!: the interpreter)",
+                ),
+                _f("filename", "char", PATH_MAX, "as passed to execve"),
+                _f("cwd", "char", PATH_MAX, "set when filename is relative"),
+                _f(
+                    "interpreter",
+                    "char",
+                    PATH_MAX,
+                    "the #! line's interpreter, for scripts",
+                ),
+                _f("argv", "char", ARGV_MAX),
+            ),
+        ),
+        Layout(
+            "fork",
+            (_f("child_pid", "u32"), _f("_pad1", "u32"), _f("clone_flags", "u64")),
+        ),
+        Layout("exit", (_f("exit_code", "u32"), _f("_pad1", "u32"))),
+        Layout("simple", _RET + (_f("_pad1", "u32"),)),
+        Layout(
+            "open",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("open_flags", "u32"),
+                _f("mode", "u32", doc="inode mode"),
+                _f("major", "u32"),
+                _f("minor", "u32"),
+                _f("fmode", "u32"),
+                _f("_pad1", "u32"),
+                _f("ino", "u64"),
+                _f("dir", "char", PATH_MAX),
+                _f("name", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", "name"),),
+        ),
+        Layout(
+            "ioctl",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("cmd", "u32"),
+                _f("mode", "u32", doc="inode mode"),
+                _f("major", "u32"),
+                _f("minor", "u32"),
+                _f("arg", "u64"),
+                _f("dir", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", ""),),
+        ),
+        Layout(
+            "file",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("arg", "u64", doc="mode, length or flags, per syscall"),
+                _f("owner_uid", "u32"),
+                _f("owner_gid", "u32"),
+                _f("dir", "char", PATH_MAX),
+                _f("name", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", "name"),),
+        ),
+        Layout(
+            "file2",
+            _RET
+            + (
+                _f("op_flags", "u32"),
+                _f("dir", "char", PATH_MAX),
+                _f("name", "char", PATH_MAX),
+                _f("new_dir", "char", PATH_MAX),
+                _f("new_name", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", "name"), ("new_path", "new_dir", "new_name")),
+        ),
+        Layout(
+            "sock",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("family", "u16"),
+                _f("sock_type", "u16"),
+                _f("protocol", "u16"),
+                _f("port", "u16"),
+                _f("path_len", "u32"),
+                _f("_pad1", "u32"),
+                _f("send_len", "u64"),
+                _f("addr", "u8", 16),
+                _f("unix_path", "char", UNIX_PATH_MAX),
+                _f("_pad2", "u32"),
+            ),
+        ),
+        Layout(
+            "creds",
+            _RET
+            + (
+                _f("arg0", "s32"),
+                _f("arg1", "s32"),
+                _f("arg2", "s32"),
+                _f("new_uid", "u32"),
+                _f("new_euid", "u32"),
+                _f("new_suid", "u32"),
+                _f("new_fsuid", "u32"),
+                _f("new_gid", "u32"),
+                _f("new_egid", "u32"),
+                _f("new_sgid", "u32"),
+                _f("new_fsgid", "u32"),
+                _f("cap_effective", "u64"),
+                _f("cap_permitted", "u64"),
+                _f("cap_inheritable", "u64"),
+            ),
+        ),
+        Layout(
+            "mem",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("addr", "u64"),
+                _f("length", "u64"),
+                _f("prot", "u32"),
+                _f("mflags", "u32"),
+                _f("dir", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", ""),),
+        ),
+        Layout(
+            "ipc",
+            _RET
+            + (
+                _f("target_pid", "s32"),
+                _f("key", "s64"),
+                _f("id", "s64"),
+                _f("ipc_flags", "u64"),
+                _f("request", "u64"),
+                _f("fd0", "s32"),
+                _f("fd1", "s32"),
+                _f("name", "char", PATH_MAX),
+            ),
+        ),
+        Layout(
+            "mount",
+            _RET
+            + (
+                _f("_pad1", "u32"),
+                _f("mount_flags", "u64"),
+                _f("fstype", "char", 32),
+                _f("source", "char", PATH_MAX),
+                _f("dir", "char", PATH_MAX),
+                _f("name", "char", PATH_MAX),
+            ),
+            paths=(("path", "dir", "name"),),
+        ),
+        Layout(
+            "ns",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("ns_flags", "u64"),
+                _f("target_pid", "s32"),
+                _f("resource", "u32"),
+                _f("rlim_cur", "u64"),
+                _f("rlim_max", "u64"),
+            ),
+        ),
+        Layout(
+            "cgroup",
+            (
+                _f("target_pid", "u32"),
+                _f("threadgroup", "u32"),
+                _f("dst_cgroup_id", "u64"),
+                _f("cgroup_path", "char", PATH_MAX),
+            ),
+        ),
+        Layout(
+            "signal",
+            _RET
+            + (
+                _f("target_pid", "s32"),
+                _f("target_tid", "s32"),
+                _f("sig", "u32"),
+            ),
+        ),
+    )
+}
 
 KINDS = (
     Kind(1, "proc_exec", "process", "exec", "exec"),
@@ -170,8 +330,14 @@ KINDS = (
     Kind(28, "file_truncate", "file", "truncate", "file"),
     Kind(29, "file_rename", "file", "rename", "file2"),
     Kind(30, "file_link", "file", "link", "file2", "new_path is the new link"),
-    Kind(31, "file_symlink", "file", "symlink", "file2",
-         "path is the link's content as written; new_path is the link"),
+    Kind(
+        31,
+        "file_symlink",
+        "file",
+        "symlink",
+        "file2",
+        "path is the link's content as written; new_path is the link",
+    ),
     Kind(40, "cred_setuid", "creds", "setuid", "creds"),
     Kind(41, "cred_setgid", "creds", "setgid", "creds"),
     Kind(42, "cred_capset", "creds", "capset", "creds"),
@@ -190,6 +356,7 @@ KINDS = (
     Kind(66, "ipc_ptrace", "ipc", "ptrace", "ipc"),
     Kind(67, "ipc_vm_write", "ipc", "vm-write", "ipc"),
     Kind(70, "dev_open", "device", "open", "open"),
+    Kind(71, "dev_ioctl", "device", "ioctl", "ioctl", "ioctl on a device file"),
     Kind(80, "sys_mount", "system", "mount", "mount"),
     Kind(81, "sys_umount", "system", "umount", "file"),
     Kind(82, "sys_chroot", "system", "chroot", "file"),
@@ -206,12 +373,17 @@ KINDS_BY_ID = {kind.id: kind for kind in KINDS}
 
 # -- layout arithmetic ------------------------------------------------------------
 
-def layout_offsets(fields: tuple[Field, ...], start: int = 0) -> list[tuple[Field, int]]:
+
+def layout_offsets(
+    fields: tuple[Field, ...], start: int = 0
+) -> list[tuple[Field, int]]:
     """Each field's offset; raises ValueError where C would insert padding."""
     offsets, off = [], start
     for fld in fields:
         if off % fld.align:
-            raise ValueError(f"field {fld.name!r} at offset {off} is not {fld.align}-aligned")
+            raise ValueError(
+                f"field {fld.name!r} at offset {off} is not {fld.align}-aligned"
+            )
         offsets.append((fld, off))
         off += fld.size
     return offsets
@@ -230,6 +402,7 @@ HEADER_SIZE = sum(f.size for f in HEADER)
 
 # -- C header ---------------------------------------------------------------------
 
+
 def _c_member(fld: Field) -> str:
     suffix = f"[{fld.count}]" if fld.count > 1 else ""
     return f"\t{_C_TYPES[fld.ctype]} {fld.name}{suffix};"
@@ -239,9 +412,13 @@ def c_header() -> str:
     """The text of build/capsule_events.h."""
     out = [
         "/* Generated by capsule/events/schema.py; do not edit. */",
-        "#ifndef CAPSULE_EVENTS_H", "#define CAPSULE_EVENTS_H", "",
-        f"#define CAPSULE_PATH_MAX {PATH_MAX}", f"#define CAPSULE_ARGV_MAX {ARGV_MAX}",
-        f"#define CAPSULE_UNIX_PATH_MAX {UNIX_PATH_MAX}", "",
+        "#ifndef CAPSULE_EVENTS_H",
+        "#define CAPSULE_EVENTS_H",
+        "",
+        f"#define CAPSULE_PATH_MAX {PATH_MAX}",
+        f"#define CAPSULE_ARGV_MAX {ARGV_MAX}",
+        f"#define CAPSULE_UNIX_PATH_MAX {UNIX_PATH_MAX}",
+        "",
     ]
     out += [f"#define CAPSULE_F_{name} {bit}" for name, bit in FLAGS.items()]
     out += ["", "enum capsule_kind {"]
@@ -250,11 +427,21 @@ def c_header() -> str:
     for layout in LAYOUTS.values():
         out += ["", f"struct ev_{layout.name} {{", "\tstruct capsule_hdr hdr;"]
         out += [_c_member(f) for f in layout.fields] + ["};"]
-        out.append(f"_Static_assert(sizeof(struct ev_{layout.name}) == "
-                   f"{struct_size(layout)}, \"ev_{layout.name} layout\");")
-    out += ["", "/* every layout, so that the object's BTF describes each of them */",
-            "union capsule_layouts {"]
-    out += [f"\tstruct ev_{name} {name};" for name in LAYOUTS] + ["};", "", "#endif", ""]
+        out.append(
+            f"_Static_assert(sizeof(struct ev_{layout.name}) == "
+            f'{struct_size(layout)}, "ev_{layout.name} layout");'
+        )
+    out += [
+        "",
+        "/* every layout, so that the object's BTF describes each of them */",
+        "union capsule_layouts {",
+    ]
+    out += [f"\tstruct ev_{name} {name};" for name in LAYOUTS] + [
+        "};",
+        "",
+        "#endif",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -314,8 +501,11 @@ def _unix_name(raw: bytes, length: int) -> str:
 
 
 def _fix_exec(event: dict) -> None:
-    event["argv"] = [a.decode("utf-8", "backslashreplace")
-                     for a in event["argv"][: event["args_len"]].split(b"\0") if a]
+    event["argv"] = [
+        a.decode("utf-8", "backslashreplace")
+        for a in event["argv"][: event["args_len"]].split(b"\0")
+        if a
+    ]
     event["filename"] = join_path(event.pop("cwd"), event["filename"])
     event["script"] = event["filename"] if event["interpreter"] else ""
 
@@ -345,8 +535,9 @@ class _Decoder:
         layout_offsets(fields)
         self.struct = struct.Struct("<" + "".join(_format(f) for f in fields))
         self.names = [f.name for f in fields if not f.name.startswith("_pad")]
-        self.strings = [f.name for f in fields
-                        if f.count > 1 and f.name not in _BYTES_FIELDS]
+        self.strings = [
+            f.name for f in fields if f.count > 1 and f.name not in _BYTES_FIELDS
+        ]
         self.layout = layout
         self.fixup = _FIXUPS.get(layout.name)
         self.has_ret = any(f.name == "ret" for f in layout.fields)
@@ -356,7 +547,9 @@ class _Decoder:
         for name in self.strings:
             raw = event[name]
             end = raw.find(b"\0")
-            event[name] = (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
+            event[name] = (raw if end < 0 else raw[:end]).decode(
+                "utf-8", "backslashreplace"
+            )
         if self.fixup:
             self.fixup(event)
         for out, dir_key, name_key in self.layout.paths:
@@ -386,8 +579,9 @@ def decode(data: bytes | memoryview) -> dict:
         raise DecodeError(f"unknown event kind {kind_id}")
     kind, decoder = entry
     if len(data) < decoder.struct.size:
-        raise DecodeError(f"{kind.name} record of {len(data)} bytes, "
-                          f"expected {decoder.struct.size}")
+        raise DecodeError(
+            f"{kind.name} record of {len(data)} bytes, expected {decoder.struct.size}"
+        )
     event = decoder(data)
     event["area"], event["op"], event["kind"] = kind.area, kind.op, kind.name
     return event

@@ -49,11 +49,18 @@ _PATTERN_CODES = {
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A value after `$name` expansion, with the place its text was written."""
+    """A value after `$name` expansion, with the value that wrote its text."""
 
     text: str
-    loc: Location
-    length: int
+    origin: ast.Value
+
+    @property
+    def loc(self) -> Location:
+        return self.origin.loc
+
+    @property
+    def length(self) -> int:
+        return self.origin.length
 
 
 class Checker:
@@ -149,13 +156,13 @@ class Checker:
     def _expand_value(self, value: ast.Value) -> list[Resolved]:
         ref = None if value.quoted else _REF.match(value.text)
         if ref is None:
-            return [Resolved(value.text, value.loc, value.length)]
+            return [Resolved(value.text, value)]
         name = ref.group(1) or ref.group(2)
         suffix = value.text[ref.end() :]
         found = self._let_values(name, value.loc, ref.end())
         if not suffix:
             return list(found)
-        return [Resolved(v.text + suffix, value.loc, value.length) for v in found]
+        return [Resolved(v.text + suffix, value) for v in found]
 
     def _let_values(self, name: str, loc: Location, length: int) -> tuple[Resolved, ...]:
         self.used.add(name)
@@ -192,16 +199,13 @@ class Checker:
         return values
 
     def patterns(self, kind: str, values: list[Resolved]) -> list[Pattern]:
-        out: list[Pattern] = []
+        out: dict[Pattern, None] = {}  # ordered and without duplicates
         for value in values:
             try:
-                pattern = parse_pattern(kind, value.text)
+                out[parse_pattern(kind, value.text)] = None
             except PatternError as err:
                 self.error(_PATTERN_CODES[kind], value.loc, str(err), value.length)
-                continue
-            if pattern not in out:
-                out.append(pattern)
-        return out
+        return list(out)
 
     # -- rules
 

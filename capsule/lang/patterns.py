@@ -35,27 +35,27 @@ class _Token:
     text: str = ""
 
 
-def _tokenize(text: str) -> list[_Token]:
+_GLOB_TOKEN = re.compile(r"\\(.)?|(\*\*)|([*?/])|([^\\*?/]+)", re.DOTALL)
+_SPECIAL = {"/": "sep", "*": "star", "?": "qmark"}
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokenize(text: str) -> tuple[_Token, ...]:
     tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            if i + 1 == len(text):
-                raise PatternError(f"invalid glob '{text}': ends with a lone backslash")
-            if text[i + 1] == "/":
-                raise PatternError(f"invalid glob '{text}': '/' cannot be escaped")
-            tokens.append(_Token("lit", text[i + 1]))
-            i += 2
-            continue
-        if text.startswith("**", i):
+    for escaped, globstar, special, literal in _GLOB_TOKEN.findall(text):
+        if literal:
+            tokens.extend(_Token("lit", c) for c in literal)
+        elif globstar:
             tokens.append(_Token("globstar"))
-            i += 2
-            continue
-        kind = {"/": "sep", "*": "star", "?": "qmark"}.get(char, "lit")
-        tokens.append(_Token(kind, char))
-        i += 1
-    return tokens
+        elif special:
+            tokens.append(_Token(_SPECIAL[special], special))
+        elif escaped == "/":
+            raise PatternError(f"invalid glob '{text}': '/' cannot be escaped")
+        elif escaped:
+            tokens.append(_Token("lit", escaped))
+        else:
+            raise PatternError(f"invalid glob '{text}': ends with a lone backslash")
+    return tuple(tokens)
 
 
 def _components(text: str, tokens: list[_Token]) -> list[list[_Token]]:
@@ -92,6 +92,10 @@ class PathGlob:
     @classmethod
     def parse(cls, text: str) -> PathGlob:
         """Validate and normalize `text`; raise PatternError if it is no valid glob."""
+        return _parse_glob(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> PathGlob:
         if not text:
             raise PatternError("invalid glob '': empty path")
         if not (text.startswith("/") or text == "~" or text.startswith("~/")):
@@ -118,6 +122,9 @@ class PathGlob:
         return (len(body) - len(body.rstrip("\\"))) % 2 == 1
 
     def _parts(self) -> list[list[_Token]]:
+        return _parts(self)
+
+    def _uncached_parts(self) -> list[list[_Token]]:
         """The components after the leading `/` or `~`, without a trailing slash."""
         body = self.text[1:] if self.home else self.text
         if self.tree:
@@ -183,6 +190,17 @@ class PathGlob:
 
 
 _WILDCARD_COST = {"qmark": 1, "star": 2, "globstar": 4}
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_glob(text: str) -> PathGlob:
+    # policies repeat globs (lists used by many rules): parse each text once
+    return PathGlob._parse(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parts(glob: PathGlob) -> list[list[_Token]]:
+    return glob._uncached_parts()
 
 
 @functools.lru_cache(maxsize=65536)

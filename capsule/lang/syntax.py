@@ -7,46 +7,77 @@ from dataclasses import dataclass
 from capsule.lang.model import Location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Value:
-    """One written value; `quoted` values are taken literally (no `$` expansion)."""
+    """One written value; `quoted` values are taken literally (no `$` expansion).
+
+    Positions are kept as numbers and made a Location only when asked: the parser
+    makes one Value per value of a policy, and most are never reported.
+    """
 
     text: str
-    loc: Location
+    file: str
+    line: int
+    col: int
     quoted: bool = False
+    start: int = 0  # offsets in the file's text, for the source of a rule
+    end: int = 0
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.file, self.line, self.col)
 
     @property
     def length(self) -> int:
         return len(self.text) + 2 * self.quoted
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListValue:
     """`[a, b, c]`, written inline."""
 
     items: tuple[Value, ...]
-    loc: Location
+    file: str
+    line: int
+    col: int
+    start: int = 0
+    end: int = 0
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.file, self.line, self.col)
 
 
 Item = Value | ListValue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Word:
     """A bare word whose place gives it meaning: an area, an operation, a name."""
 
     text: str
-    loc: Location
+    file: str
+    line: int
+    col: int
+    start: int = 0
+    end: int = 0
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.file, self.line, self.col)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectSyntax:
     field: Word | None  # None: the area's default field
     items: tuple[Item, ...]
-    loc: Location
+
+    @property
+    def loc(self) -> Location:
+        return (self.field or self.items[0]).loc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Trigger:
     """`AREA OPS OBJECTS`, as written after `after` or in `taint NAME = ...`."""
 
@@ -57,13 +88,13 @@ class Trigger:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EffectSyntax:
     effect: Word
     fallback: Word | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuleSyntax:
     loc: Location
     effect: EffectSyntax
@@ -80,34 +111,34 @@ class RuleSyntax:
     repeated: tuple[Word, ...] = ()  # a `when`, `after` or metadata given twice
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Include:
     path: Value
     loc: Location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Let:
     name: Word
     items: tuple[Item, ...]
     loc: Location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaintDef:
     name: Word
     trigger: Trigger
     loc: Location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Default:
     areas: tuple[Word, ...]  # empty: every area
     effect: EffectSyntax
     loc: Location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Setting:
     key: Word
     value: Value
@@ -117,7 +148,7 @@ class Setting:
 Statement = Include | Let | TaintDef | Default | Setting | RuleSyntax
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileSyntax:
     path: str
     text: str

@@ -55,7 +55,9 @@ def read_trace(path: Path) -> tuple[str, ...]:
     try:
         return tuple(i386_name(int(word)) for word in path.read_text().split())
     except ValueError as err:
-        raise CapsuleError(f"failed to read trace {path}: not a number list ({err})") from err
+        raise CapsuleError(
+            f"failed to read trace {path}: not a number list ({err})"
+        ) from err
 
 
 def load(data_dir: Path | None = None) -> list[Trace]:
@@ -67,15 +69,31 @@ def load(data_dir: Path | None = None) -> list[Trace]:
             hint=f"pass --data DIR or set {ENV_DATA}",
         )
     traces = []
-    for path in sorted(root.glob("training/*.txt")) + sorted(root.glob("validation/*.txt")):
-        traces.append(Trace(str(path.relative_to(root)), 0, "normal",
-                            normal_split(path.name), read_trace(path)))
+    for path in sorted(root.glob("training/*.txt")) + sorted(
+        root.glob("validation/*.txt")
+    ):
+        traces.append(
+            Trace(
+                str(path.relative_to(root)),
+                0,
+                "normal",
+                normal_split(path.name),
+                read_trace(path),
+            )
+        )
     for path in sorted(root.glob("attack/*/*.txt")):
         match = _RUN_DIR.match(path.parent.name)
         if not match:
             raise CapsuleError(f"failed to load {path}: folder is not FAMILY_RUN")
-        traces.append(Trace(str(path.relative_to(root)), 1, match["family"],
-                            attack_split(int(match["run"])), read_trace(path)))
+        traces.append(
+            Trace(
+                str(path.relative_to(root)),
+                1,
+                match["family"],
+                attack_split(int(match["run"])),
+                read_trace(path),
+            )
+        )
     return traces
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from capsule.ml import adfa
 from capsule.ml.features import Window
-from capsule.ml.model import DEFAULT_MODEL, Classifier
+from capsule.ml.model import DEFAULT_MODEL, EVENTS_MODEL, Classifier
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,15 @@ def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> di
     tp = int(np.sum(flagged & (labels == 1)))
     fp = int(np.sum(flagged & (labels == 0)))
     positives, negatives = int(np.sum(labels == 1)), int(np.sum(labels == 0))
-    return {"tp": tp, "fp": fp, "fn": positives - tp, "tn": negatives - fp,
-            "precision": tp / (tp + fp) if tp + fp else None,
-            "recall": tp / positives if positives else None,
-            "fpr": fp / negatives if negatives else None}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": positives - tp,
+        "tn": negatives - fp,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / positives if positives else None,
+        "fpr": fp / negatives if negatives else None,
+    }
 
 
 def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
@@ -63,42 +68,95 @@ def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) ->
 def split_report(labels, scores, families, threshold: float) -> dict:
     """Metrics of one split, with recall per attack family."""
     labels, scores = np.asarray(labels), np.asarray(scores)
-    report = {"traces": len(labels), "attacks": int(labels.sum()),
-              "roc_auc": roc_auc(labels, scores),
-              **at_threshold(labels, scores, threshold)}
+    report = {
+        "traces": len(labels),
+        "attacks": int(labels.sum()),
+        "roc_auc": roc_auc(labels, scores),
+        **at_threshold(labels, scores, threshold),
+    }
     per_family = defaultdict(list)
     for family, label, score in zip(families, labels, scores):
         if label == 1:
             per_family[family].append(score >= threshold)
-    report["recall_by_family"] = {f: float(np.mean(v)) for f, v in
-                                  sorted(per_family.items())}
+    report["recall_by_family"] = {
+        f: float(np.mean(v)) for f, v in sorted(per_family.items())
+    }
+    flagged = defaultdict(int)
+    for group, label, score in zip(families, labels, scores):
+        if label == 0 and score >= threshold:
+            flagged[group] += 1
+    report["false_positives_by_group"] = dict(sorted(flagged.items()))
     return report
 
 
 def score_traces(classifier: Classifier, traces: list[adfa.Trace]) -> np.ndarray:
-    rows = np.stack([classifier.spec.vectorize(Window(syscalls=t.syscalls))
-                     for t in traces])
+    rows = np.stack(
+        [classifier.spec.vectorize(Window(syscalls=t.syscalls)) for t in traces]
+    )
     return classifier.scores(rows)
 
 
-def evaluate(data_dir: Path | None = None, model: str | Path = DEFAULT_MODEL,
-             splits: tuple[str, ...] = ("val", "test")) -> dict:
-    """Score the model on the given ADFA-LD splits; say if the data differ from training."""
+def evaluate(
+    data_dir: Path | None = None,
+    model: str | Path = DEFAULT_MODEL,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> dict:
+    """Score the ADFA-LD model on held-out splits; say if the data differ from training."""
     classifier = Classifier(model)
     root = Path(data_dir or adfa.default_data_dir())
     traces = adfa.load(root)
-    hashes = adfa.split_hashes(root, traces)
-    trained_on = classifier.meta.get("data", {}).get("hashes", {})
-    report = {"model": classifier.path.name, "threshold": classifier.threshold,
-              "data": str(root), "splits": {}, "data_matches_training": {}}
+    labelled = {
+        split: ([t.label for t in chosen], score_traces(classifier, chosen), chosen)
+        for split in splits
+        for chosen in [[t for t in traces if t.split == split]]
+    }
+    groups = {s: [t.family for t in v[2]] for s, v in labelled.items()}
+    return _report(classifier, root, labelled, groups, adfa.split_hashes(root, traces))
+
+
+def evaluate_events(
+    recordings_dir: Path | None = None,
+    model: str | Path = EVENTS_MODEL,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> dict:
+    """Score the agent-scenario model on its held-out (variant, task) pairs."""
+    from capsule.ml import scenarios
+    from capsule.ml.train import scenario_hashes
+
+    classifier = Classifier(model)
+    root = Path(recordings_dir or scenarios.RECORDINGS_DIR)
+    all_pairs = scenarios.pairs(scenarios.load_recordings(root))
+    labelled = {}
     for split in splits:
-        chosen = [t for t in traces if t.split == split]
-        scores = score_traces(classifier, chosen)
+        chosen = [p for p in all_pairs if p.split == split]
+        rows = np.stack([classifier.spec.vectorize(p.window) for p in chosen])
+        labelled[split] = ([p.label for p in chosen], classifier.scores(rows), chosen)
+    groups = {
+        s: [f"{p.scenario}{'' if p.label else ' (harmless)'}" for p in v[2]]
+        for s, v in labelled.items()
+    }
+    return _report(classifier, root, labelled, groups, scenario_hashes(root))
+
+
+def _report(classifier, root, labelled, groups, hashes) -> dict:
+    trained_on = classifier.meta.get("data", {}).get("hashes", {})
+    report = {
+        "model": classifier.path.name,
+        "threshold": classifier.threshold,
+        "data": str(root),
+        "splits": {},
+        "data_matches_training": {},
+    }
+    for split, (labels, scores, _) in labelled.items():
         report["splits"][split] = split_report(
-            [t.label for t in chosen], scores, [t.family for t in chosen],
-            classifier.threshold)
+            labels, scores, groups[split], classifier.threshold
+        )
         report["data_matches_training"][split] = hashes[split] == trained_on.get(split)
         if not report["data_matches_training"][split]:
-            log.warning("the %s split differs from the one the model was trained with; "
-                        "figures are not comparable to docs/ml.md", split)
+            log.warning(
+                "the %s split differs from the one %s was trained with; "
+                "figures are not comparable to docs/ml.md",
+                split,
+                classifier.path.name,
+            )
     return report

@@ -22,15 +22,22 @@ import posixpath
 import re
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 
 from capsule.errors import CapsuleError
 
-RESOURCE_KEYS = ("cpu_ns", "bytes_read", "bytes_written", "bytes_sent", "processes",
-                 "files", "peers")
+RESOURCE_KEYS = (
+    "cpu_ns",
+    "bytes_read",
+    "bytes_written",
+    "bytes_sent",
+    "processes",
+    "files",
+    "peers",
+)
 GROUPS = ("ngrams", "resources", "task", "task_cross")
 SOURCES = ("syscalls", "events")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
@@ -51,24 +58,43 @@ class Window:
         """Build a window from JSON-like data; bad input is a one-line CapsuleError."""
         unknown = set(data) - {"syscalls", "events", "resources", "task", "workspace"}
         if unknown:
-            raise CapsuleError(f"failed to read {where}: unknown key {sorted(unknown)[0]!r}")
+            raise CapsuleError(
+                f"failed to read {where}: unknown key {sorted(unknown)[0]!r}"
+            )
         syscalls = data.get("syscalls", [])
         events = data.get("events", [])
         resources = data.get("resources", {})
         if not all(isinstance(name, str) for name in syscalls):
-            raise CapsuleError(f"failed to read {where}: syscalls must be names (strings)")
-        if not all(isinstance(ev, Mapping) and "area" in ev and "op" in ev for ev in events):
-            raise CapsuleError(f"failed to read {where}: each event needs 'area' and 'op'")
+            raise CapsuleError(
+                f"failed to read {where}: syscalls must be names (strings)"
+            )
+        if not all(
+            isinstance(ev, Mapping) and "area" in ev and "op" in ev for ev in events
+        ):
+            raise CapsuleError(
+                f"failed to read {where}: each event needs 'area' and 'op'"
+            )
         if not isinstance(resources, Mapping) or not all(
             isinstance(v, (int, float)) for v in resources.values()
         ):
-            raise CapsuleError(f"failed to read {where}: resources must map names to numbers")
-        return cls(tuple(syscalls), tuple(events), dict(resources),
-                   str(data.get("task", "")), str(data.get("workspace", "")))
+            raise CapsuleError(
+                f"failed to read {where}: resources must map names to numbers"
+            )
+        return cls(
+            tuple(syscalls),
+            tuple(events),
+            dict(resources),
+            str(data.get("task", "")),
+            str(data.get("workspace", "")),
+        )
 
 
-def window_from_events(events: Iterable[Mapping], task: str = "", workspace: str = "",
-                       resources: Mapping[str, float] | None = None) -> Window:
+def window_from_events(
+    events: Iterable[Mapping],
+    task: str = "",
+    workspace: str = "",
+    resources: Mapping[str, float] | None = None,
+) -> Window:
     """A window over recorded events (e.g. a `capsule trace` events.jsonl).
 
     Counts that the events show (processes, distinct files and peers, bytes sent) are
@@ -78,12 +104,19 @@ def window_from_events(events: Iterable[Mapping], task: str = "", workspace: str
     events = tuple(events)
     derived = {
         "processes": len({ev.get("pid") for ev in events}),
-        "files": len({ev["path"] for ev in events if ev.get("area") == "file"
-                      and ev.get("path")}),
-        "peers": len({(ev.get("addr"), ev.get("port")) for ev in events
-                      if ev.get("area") == "network" and ev.get("addr")}),
-        "bytes_sent": sum(int(ev.get("send_len") or 0) for ev in events
-                          if ev.get("area") == "network"),
+        "files": len(
+            {ev["path"] for ev in events if ev.get("area") == "file" and ev.get("path")}
+        ),
+        "peers": len(
+            {
+                (ev.get("addr"), ev.get("port"))
+                for ev in events
+                if ev.get("area") == "network" and ev.get("addr")
+            }
+        ),
+        "bytes_sent": sum(
+            int(ev.get("send_len") or 0) for ev in events if ev.get("area") == "network"
+        ),
     }
     derived.update(resources or {})
     return Window(events=events, resources=derived, task=task, workspace=workspace)
@@ -99,15 +132,37 @@ _PERSISTENCE = re.compile(
     r"^/etc/(cron|rc\.local|ld\.so\.preload|profile|systemd/|init\.d/)|/\.config/systemd/"
     r"|/\.(bashrc|profile|bash_profile|zshrc)$|/\.ssh/authorized_keys|^/var/spool/cron"
 )
-_PATH_CLASSES = (("/tmp/", "tmp"), ("/var/tmp/", "tmp"), ("/dev/shm/", "tmp"),
-                 ("/proc/", "proc"), ("/sys/", "proc"), ("/dev/", "dev"),
-                 ("/etc/", "etc"), ("/usr/", "sys"), ("/bin/", "sys"), ("/sbin/", "sys"),
-                 ("/lib", "sys"), ("/boot/", "sys"), ("/root/", "home"),
-                 ("/home/", "home"))
+_PATH_CLASSES = (
+    ("/tmp/", "tmp"),
+    ("/var/tmp/", "tmp"),
+    ("/dev/shm/", "tmp"),
+    ("/proc/", "proc"),
+    ("/sys/", "proc"),
+    ("/dev/", "dev"),
+    ("/etc/", "etc"),
+    ("/usr/", "sys"),
+    ("/bin/", "sys"),
+    ("/sbin/", "sys"),
+    ("/lib", "sys"),
+    ("/boot/", "sys"),
+    ("/root/", "home"),
+    ("/home/", "home"),
+)
 _EXE_CLASSES = {
     "shell": {"sh", "bash", "dash", "zsh", "busybox"},
-    "fetch": {"curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "nslookup",
-              "dig", "telnet"},
+    "fetch": {
+        "curl",
+        "wget",
+        "nc",
+        "ncat",
+        "netcat",
+        "socat",
+        "ssh",
+        "scp",
+        "nslookup",
+        "dig",
+        "telnet",
+    },
     "python": {"python", "python3"},
     "package": {"pip", "pip3", "apt", "apt-get", "dpkg", "npm"},
     "vcs": {"git"},
@@ -125,7 +180,9 @@ def path_class(path: str, workspace: str = "") -> str:
         return "cred"
     if _PERSISTENCE.search(path):
         return "persist"
-    if workspace and (path == workspace or path.startswith(workspace.rstrip("/") + "/")):
+    if workspace and (
+        path == workspace or path.startswith(workspace.rstrip("/") + "/")
+    ):
         return "work"
     for prefix, name in _PATH_CLASSES:
         if path.startswith(prefix):
@@ -157,7 +214,7 @@ def _peer_class(event: Mapping) -> str:
 
 
 def event_token(event: Mapping, workspace: str = "") -> str:
-    """`area.op:qualifier`, where the qualifier says what kind of object was touched."""
+    """`area.op:qualifier[!]`: what kind of object was touched; `!` if it failed."""
     area, op = event["area"], event["op"]
     if area == "process" and op == "exec":
         qualifier = _exe_class(str(event.get("exe") or event.get("exe_path") or ""))
@@ -167,7 +224,9 @@ def event_token(event: Mapping, workspace: str = "") -> str:
         qualifier = _peer_class(event)
     else:
         qualifier = ""
-    return f"{area}.{op}:{qualifier}" if qualifier else f"{area}.{op}"
+    token = f"{area}.{op}:{qualifier}" if qualifier else f"{area}.{op}"
+    # a failed attempt (EPERM, EACCES, ...) is a different action from a success
+    return token + "!" if event.get("error") else token
 
 
 # --- the feature spec -----------------------------------------------------------------
@@ -212,7 +271,9 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise CapsuleError(f"failed to read feature spec: unknown source {self.source!r}")
+            raise CapsuleError(
+                f"failed to read feature spec: unknown source {self.source!r}"
+            )
         bad = [g for g in self.groups if g not in GROUPS]
         if bad:
             raise CapsuleError(f"failed to read feature spec: unknown group {bad[0]!r}")
@@ -225,10 +286,13 @@ class FeatureSpec:
         tokens = sorted({t for gram in grams for t in gram})
         token_ids = {t: i + 1 for i, t in enumerate(tokens)}
         base = len(tokens) + 1
-        if base ** self.ngram >= 2 ** 62:
-            raise CapsuleError("failed to read feature spec: vocabulary too large for n")
-        keys = np.array([_key([token_ids[t] for t in g], base) for g in grams],
-                        dtype=np.int64)
+        if base**self.ngram >= 2**62:
+            raise CapsuleError(
+                "failed to read feature spec: vocabulary too large for n"
+            )
+        keys = np.array(
+            [_key([token_ids[t] for t in g], base) for g in grams], dtype=np.int64
+        )
         order = np.argsort(keys)
         object.__setattr__(self, "_token_ids", token_ids)
         object.__setattr__(self, "_base", base)
@@ -236,29 +300,52 @@ class FeatureSpec:
         object.__setattr__(self, "_columns", order)
 
     @classmethod
-    def fit(cls, sequences: Iterable[list[str]], source: str, ngram: int = 3,
-            max_features: int = 3000, min_df: int = 3, **options) -> FeatureSpec:
+    def fit(
+        cls,
+        sequences: Iterable[list[str]],
+        source: str,
+        ngram: int = 3,
+        max_features: int = 3000,
+        min_df: int = 3,
+        **options,
+    ) -> FeatureSpec:
         """Keep the n-grams found in the most training sequences (ties: by name)."""
         doc_freq: Counter = Counter()
         for tokens in sequences:
-            doc_freq.update(_ngrams(tokens[-options.get("max_len", 4096):], ngram).keys())
+            doc_freq.update(
+                _ngrams(tokens[-options.get("max_len", 4096) :], ngram).keys()
+            )
         kept = [" ".join(g) for g, df in doc_freq.items() if df >= min_df]
         kept.sort(key=lambda g: (-doc_freq[tuple(g.split(" "))], g))
         return cls(source, tuple(sorted(kept[:max_features])), ngram, **options)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "ngram": self.ngram, "max_len": self.max_len,
-                "groups": list(self.groups), "task_buckets": self.task_buckets,
-                "cross_buckets": self.cross_buckets, "vocabulary": list(self.vocabulary)}
+        return {
+            "source": self.source,
+            "ngram": self.ngram,
+            "max_len": self.max_len,
+            "groups": list(self.groups),
+            "task_buckets": self.task_buckets,
+            "cross_buckets": self.cross_buckets,
+            "vocabulary": list(self.vocabulary),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> FeatureSpec:
         try:
-            return cls(data["source"], tuple(data["vocabulary"]), int(data["ngram"]),
-                       int(data["max_len"]), tuple(data["groups"]),
-                       int(data["task_buckets"]), int(data["cross_buckets"]))
+            return cls(
+                data["source"],
+                tuple(data["vocabulary"]),
+                int(data["ngram"]),
+                int(data["max_len"]),
+                tuple(data["groups"]),
+                int(data["task_buckets"]),
+                int(data["cross_buckets"]),
+            )
         except (KeyError, TypeError, ValueError) as err:
-            raise CapsuleError(f"failed to read feature spec: bad or missing {err}") from err
+            raise CapsuleError(
+                f"failed to read feature spec: bad or missing {err}"
+            ) from err
 
     def names(self) -> list[str]:
         """One readable name per column, in column order."""
@@ -286,7 +373,7 @@ class FeatureSpec:
                 f"window has none",
                 hint="escalate with syscall detail, or use a model trained on events",
             )
-        return tokens[-self.max_len:]
+        return tokens[-self.max_len :]
 
     def vectorize(self, window: Window) -> np.ndarray:
         """The float32 feature row of one window."""
@@ -297,8 +384,13 @@ class FeatureSpec:
         if group == "ngrams":
             return self._ngram_row(self.tokens(window))
         if group == "resources":
-            return np.array([math.log1p(max(0.0, float(window.resources.get(k, 0))))
-                             for k in RESOURCE_KEYS], dtype=np.float32)
+            return np.array(
+                [
+                    math.log1p(max(0.0, float(window.resources.get(k, 0))))
+                    for k in RESOURCE_KEYS
+                ],
+                dtype=np.float32,
+            )
         if group == "task":
             row = np.zeros(self.task_buckets, dtype=np.float32)
             for word in task_words(window.task):
@@ -307,8 +399,9 @@ class FeatureSpec:
         return self._task_cross(window)
 
     def _ngram_row(self, tokens: list[str]) -> np.ndarray:
-        ids = np.fromiter((self._token_ids.get(t, 0) for t in tokens), np.int64,
-                          len(tokens))
+        ids = np.fromiter(
+            (self._token_ids.get(t, 0) for t in tokens), np.int64, len(tokens)
+        )
         found = [np.zeros(0, dtype=np.int64)]
         for size in range(1, self.ngram + 1):
             span = len(ids) - size + 1
@@ -317,8 +410,8 @@ class FeatureSpec:
             keys = np.zeros(span, dtype=np.int64)
             known = np.ones(span, dtype=bool)
             for j in range(size):
-                keys = keys * self._base + ids[j:j + span]
-                known &= ids[j:j + span] > 0
+                keys = keys * self._base + ids[j : j + span]
+                known &= ids[j : j + span] > 0
             found.append(keys[known])
         keys, counts = np.unique(np.concatenate(found), return_counts=True)
         row = np.zeros(len(self.vocabulary), dtype=np.float32)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).with_name("models")
 DEFAULT_MODEL = "adfa-syscalls"
+EVENTS_MODEL = "agent-events"
 TOP_FEATURES = 5
 _HINT = "reinstall capsule, or rebuild the model with `capsule ml train`"
 
@@ -38,9 +39,12 @@ class Verdict:
     top_features: tuple[tuple[str, float], ...]  # (name, contribution to the logit)
 
     def to_dict(self) -> dict:
-        return {"verdict": "risky" if self.risky else "harmless",
-                "score": round(self.score, 4), "latency_ms": round(self.latency_ms, 3),
-                "top_features": [[name, round(w, 3)] for name, w in self.top_features]}
+        return {
+            "verdict": "risky" if self.risky else "harmless",
+            "score": round(self.score, 4),
+            "latency_ms": round(self.latency_ms, 3),
+            "top_features": [[name, round(w, 3)] for name, w in self.top_features],
+        }
 
 
 def model_paths(name_or_path: str | Path = DEFAULT_MODEL) -> tuple[Path, Path]:
@@ -55,15 +59,18 @@ def _read_metadata(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise CapsuleError(f"failed to load model metadata {path}: file not found",
-                           hint=_HINT) from err
+        raise CapsuleError(
+            f"failed to load model metadata {path}: file not found", hint=_HINT
+        ) from err
     except (OSError, ValueError) as err:
-        raise CapsuleError(f"failed to load model metadata {path}: {err}",
-                           hint=_HINT) from err
+        raise CapsuleError(
+            f"failed to load model metadata {path}: {err}", hint=_HINT
+        ) from err
     for key in ("onnx_sha256", "threshold", "features"):
         if key not in meta:
-            raise CapsuleError(f"failed to load model metadata {path}: no {key!r}",
-                               hint=_HINT)
+            raise CapsuleError(
+                f"failed to load model metadata {path}: no {key!r}", hint=_HINT
+            )
     return meta
 
 
@@ -71,15 +78,20 @@ def _read_onnx(path: Path, expected_sha256: str) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError as err:
-        raise CapsuleError(f"failed to load model {path}: file not found",
-                           hint=_HINT) from err
+        raise CapsuleError(
+            f"failed to load model {path}: file not found", hint=_HINT
+        ) from err
     except OSError as err:
-        raise CapsuleError(f"failed to load model {path}: {err.strerror}",
-                           hint=_HINT) from err
+        raise CapsuleError(
+            f"failed to load model {path}: {err.strerror}", hint=_HINT
+        ) from err
     # the checksum catches a damaged file that onnxruntime might still parse
     if hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise CapsuleError(f"failed to load model {path}: checksum does not match "
-                           f"its metadata (corrupted or replaced)", hint=_HINT)
+        raise CapsuleError(
+            f"failed to load model {path}: checksum does not match "
+            f"its metadata (corrupted or replaced)",
+            hint=_HINT,
+        )
     return data
 
 
@@ -106,27 +118,35 @@ class Classifier:
         self.spec = FeatureSpec.from_dict(self.meta["features"])
         self.threshold = float(self.meta["threshold"])
         self.feature_names = self.spec.names()
-        self._session = _session(_read_onnx(self.path, self.meta["onnx_sha256"]),
-                                 self.path)
+        self._session = _session(
+            _read_onnx(self.path, self.meta["onnx_sha256"]), self.path
+        )
         self._check_signature()
-        log.info("loaded escalation model %s (%d features, threshold %.3f)",
-                 self.path.name, len(self.feature_names), self.threshold)
+        log.debug(
+            "loaded escalation model %s (%d features, threshold %.3f)",
+            self.path.name,
+            len(self.feature_names),
+            self.threshold,
+        )
 
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()
         outputs = {o.name for o in self._session.get_outputs()}
         width = inputs[0].shape[-1] if inputs else None
-        if width != len(self.feature_names) or not {"probabilities",
-                                                    "contributions"} <= outputs:
+        if (
+            width != len(self.feature_names)
+            or not {"probabilities", "contributions"} <= outputs
+        ):
             raise CapsuleError(
                 f"failed to load model {self.path}: its inputs or outputs do not match "
                 f"the metadata ({width} columns, {len(self.feature_names)} expected)",
-                hint=_HINT)
+                hint=_HINT,
+            )
         self._input = inputs[0].name
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """P(risky) for each feature row."""
-        probabilities, = self._session.run(["probabilities"], {self._input: rows})
+        (probabilities,) = self._session.run(["probabilities"], {self._input: rows})
         return probabilities[:, 1]
 
     def classify(self, window: Window) -> Verdict:
@@ -134,18 +154,41 @@ class Classifier:
         start = time.perf_counter()
         row = self.spec.vectorize(window)[None, :]
         probabilities, contributions = self._session.run(
-            ["probabilities", "contributions"], {self._input: row})
+            ["probabilities", "contributions"], {self._input: row}
+        )
         score = float(probabilities[0, 1])
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return Verdict(score >= self.threshold, score, latency_ms,
-                       self._top(contributions[0]))
+        return Verdict(
+            score >= self.threshold, score, latency_ms, self._top(contributions[0])
+        )
 
     def _top(self, contributions: np.ndarray) -> tuple[tuple[str, float], ...]:
         order = np.argsort(-np.abs(contributions))[:TOP_FEATURES]
-        return tuple((self.feature_names[i], float(contributions[i]))
-                     for i in order if contributions[i] != 0.0)
+        return tuple(
+            (self.feature_names[i], float(contributions[i]))
+            for i in order
+            if contributions[i] != 0.0
+        )
 
 
 def load_classifier(name_or_path: str | Path = DEFAULT_MODEL) -> Classifier:
     """Load a shipped model by name, or a .onnx file by path; CapsuleError if unusable."""
     return Classifier(name_or_path)
+
+
+class Escalation:
+    """Both shipped models: a window goes to the one that reads its kind of tokens.
+
+    Loading fails (CapsuleError) if either model is missing or damaged, so that a
+    policy with escalate rules cannot start with half a classifier.
+    """
+
+    def __init__(
+        self, syscalls: str | Path = DEFAULT_MODEL, events: str | Path = EVENTS_MODEL
+    ) -> None:
+        self.syscalls = Classifier(syscalls)
+        self.events = Classifier(events)
+
+    def classify(self, window: Window) -> Verdict:
+        chosen = self.syscalls if window.syscalls else self.events
+        return chosen.classify(window)

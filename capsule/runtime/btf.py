@@ -33,24 +33,35 @@ class BtfType:
 
 
 def _extra(kind: int, vlen: int) -> int:
-    return {1: 4, 3: 12, 4: 12 * vlen, 5: 12 * vlen, 6: 8 * vlen, 13: 8 * vlen, 14: 4,
-            15: 12 * vlen, 17: 4, 19: 12 * vlen}.get(kind, 0)
+    return {
+        1: 4,
+        3: 12,
+        4: 12 * vlen,
+        5: 12 * vlen,
+        6: 8 * vlen,
+        13: 8 * vlen,
+        14: 4,
+        15: 12 * vlen,
+        17: 4,
+        19: 12 * vlen,
+    }.get(kind, 0)
 
 
 class Btf:
     """The types of one .BTF section."""
 
     def __init__(self, data: bytes):
-        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-            "<HBBIIIII", data)
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = (
+            struct.unpack_from("<HBBIIIII", data)
+        )
         if magic != BTF_MAGIC:
             raise ValueError(f"bad BTF magic {magic:#x}")
-        self.strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
+        self.strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
         self.types: dict[int, BtfType] = {}
-        self._parse(data[hdr_len + type_off: hdr_len + type_off + type_len])
+        self._parse(data[hdr_len + type_off : hdr_len + type_off + type_len])
 
     def _str(self, off: int) -> str:
-        return self.strings[off: self.strings.index(b"\0", off)].decode()
+        return self.strings[off : self.strings.index(b"\0", off)].decode()
 
     def _parse(self, blob: bytes) -> None:
         pos, tid = 0, 1
@@ -61,7 +72,9 @@ class Btf:
             t = BtfType(tid, kind, self._str(name_off), size_or_type, [])
             if kind in (KIND_STRUCT, KIND_UNION):
                 for i in range(vlen):
-                    m_name, m_type, m_off = struct.unpack_from("<III", blob, body + 12 * i)
+                    m_name, m_type, m_off = struct.unpack_from(
+                        "<III", blob, body + 12 * i
+                    )
                     bit_off = m_off & 0xFFFFFF if kflag else m_off
                     t.members.append((self._str(m_name), m_type, bit_off))
             elif kind == KIND_ARRAY:
@@ -112,8 +125,10 @@ def read_object_btf(path: str | Path) -> Btf:
     with open(path, "rb") as f:
         section = ELFFile(f).get_section_by_name(".BTF")
         if section is None:
-            raise CapsuleError(f"failed to read BTF of {path}: no .BTF section",
-                               hint="compile with clang -g")
+            raise CapsuleError(
+                f"failed to read BTF of {path}: no .BTF section",
+                hint="compile with clang -g",
+            )
         return Btf(section.data())
 
 

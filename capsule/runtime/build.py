@@ -22,8 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BPF_DIR = ROOT / "bpf"
 BUILD_DIR = ROOT / "build"
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
-CFLAGS = ["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall",
-          "-Wno-unused-function", "-idirafter", "/usr/include/x86_64-linux-gnu"]
+CFLAGS = [
+    "-O2",
+    "-g",
+    "-target",
+    "bpf",
+    "-D__TARGET_ARCH_x86",
+    "-Wall",
+    "-Wno-unused-function",
+    "-idirafter",
+    "/usr/include/x86_64-linux-gnu",
+]
 
 
 def ensure_vmlinux_h(build_dir: Path = BUILD_DIR) -> Path:
@@ -32,18 +41,27 @@ def ensure_vmlinux_h(build_dir: Path = BUILD_DIR) -> Path:
     if target.exists():
         return target
     if not KERNEL_BTF.exists():
-        raise CapsuleError(f"failed to generate vmlinux.h: {KERNEL_BTF} is missing",
-                           hint="use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+        raise CapsuleError(
+            f"failed to generate vmlinux.h: {KERNEL_BTF} is missing",
+            hint="use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        )
     bpftool = shutil.which("bpftool")
     if not bpftool:
-        raise CapsuleError("failed to generate vmlinux.h: bpftool is not installed",
-                           hint="apt-get install bpftool, or run `make setup`")
+        raise CapsuleError(
+            "failed to generate vmlinux.h: bpftool is not installed",
+            hint="apt-get install bpftool, or run `make setup`",
+        )
     build_dir.mkdir(parents=True, exist_ok=True)
     log.info("generating %s from %s", target, KERNEL_BTF)
-    res = subprocess.run([bpftool, "btf", "dump", "file", str(KERNEL_BTF), "format", "c"],
-                         capture_output=True)
+    res = subprocess.run(
+        [bpftool, "btf", "dump", "file", str(KERNEL_BTF), "format", "c"],
+        capture_output=True,
+        check=False,
+    )
     if res.returncode:
-        raise CapsuleError(f"failed to generate vmlinux.h: {res.stderr.decode().strip()}")
+        raise CapsuleError(
+            f"failed to generate vmlinux.h: {res.stderr.decode().strip()}"
+        )
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(res.stdout)
     os.replace(tmp, target)
@@ -59,14 +77,17 @@ def _inputs_hash(source: Path, include_dirs: list[Path], flags: list[str]) -> st
     return digest.hexdigest()[:16]
 
 
-def compile_bpf(source: Path, build_dir: Path = BUILD_DIR,
-                extra_flags: list[str] | None = None) -> Path:
+def compile_bpf(
+    source: Path, build_dir: Path = BUILD_DIR, extra_flags: list[str] | None = None
+) -> Path:
     """The compiled object of `source`, rebuilt only when an input changed."""
     flags = list(extra_flags or [])
     clang = shutil.which("clang")
     if not clang:
-        raise CapsuleError(f"failed to compile {source.name}: clang is not installed",
-                           hint="apt-get install clang llvm, or run `make setup`")
+        raise CapsuleError(
+            f"failed to compile {source.name}: clang is not installed",
+            hint="apt-get install clang llvm, or run `make setup`",
+        )
     if not source.exists():
         raise CapsuleError(f"failed to compile {source}: no such file")
     ensure_vmlinux_h(build_dir)
@@ -77,15 +98,24 @@ def compile_bpf(source: Path, build_dir: Path = BUILD_DIR,
     if target.exists():
         return target
 
-    cmd = [clang, *CFLAGS, *flags, *(f"-I{d}" for d in includes), "-c", str(source),
-           "-o", str(target) + ".tmp"]
+    cmd = [
+        clang,
+        *CFLAGS,
+        *flags,
+        *(f"-I{d}" for d in includes),
+        "-c",
+        str(source),
+        "-o",
+        str(target) + ".tmp",
+    ]
     log.info("compiling %s", source.name)
     log.debug("%s", " ".join(cmd))
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode:
-        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr)
+        first = next(
+            (ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr
+        )
         log.debug("clang output:\n%s", res.stderr)
         raise CapsuleError(f"failed to compile {source.name}: {first.strip()}")
     os.replace(str(target) + ".tmp", target)
     return target
-

@@ -1,4 +1,4 @@
-"""`capsule enforce`: run one command with the policy enforced from its first instruction.
+"""`capsule enforce`: run a command with the policy enforced from its first instruction.
 
 The steps: choose a backend from what the kernel can load; plan the enforcement and
 show its coverage; create the agent's cgroup and attach the cgroup hooks; fork the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -25,7 +24,6 @@ from capsule.cli import exitcodes
 from capsule.errors import CapsuleError
 from capsule.events.schema import FLAGS
 from capsule.lang.model import Policy
-from capsule.runtime.compat import landlock
 from capsule.runtime.compat.cgroup import AgentCgroup, cgroup2_root
 from capsule.runtime.compat.coverage import Report
 from capsule.runtime.compat.plan import CompatPlan, Options, build_plan
@@ -41,76 +39,86 @@ DEFAULT_REQUIRE = "best-effort"
 BACKENDS = ("auto", "lsm", "compat")
 POLL_S = 0.1
 HANDSHAKE_S = 30.0
-_VERDICT_FLAGS = {"deny": FLAGS["DENIED"], "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
-                  "audit": FLAGS["AUDIT"], "escalate": FLAGS["AUDIT"]}
+_VERDICT_FLAGS = {
+    "deny": FLAGS["DENIED"],
+    "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
+    "audit": FLAGS["AUDIT"],
+    "escalate": FLAGS["AUDIT"],
+}
 
 
-# -- choosing a backend ---------------------------------------------------------------
+# -- choosing a backend ----------------------------------------------------------------
 
 
-def lsm_available() -> tuple[bool, str]:
-    """Can BPF LSM programs run here? They need "bpf" among the active LSMs."""
-    path = Path("/sys/kernel/security/lsm")
-    if not path.exists():
-        _mount_securityfs()
+@dataclass
+class Capabilities:
+    """What `capsule doctor`'s probes found, as the backends need it."""
+
+    lsm: tuple[bool, str]
+    landlock: tuple[bool, str]
+    seccomp_notify: tuple[bool, str]
+    cgroup_hooks: tuple[bool, str]  # cgroup sock_addr, for network rules
+    raw_tp: tuple[bool, str]  # for reporting Landlock's denials
+
+
+def probe() -> Capabilities:
+    """Load doctor's tiny probe programs: what loads here is what enforce may use."""
+    from capsule.runtime import build, doctor
+
+    found = {
+        c.feature: c for c in (doctor.check_landlock(), doctor.check_seccomp_notify())
+    }
     try:
-        active = path.read_text().strip().split(",")
-    except OSError:
-        return False, "the active LSM list is unreadable (securityfs not mounted)"
-    if "bpf" not in active:
-        return False, f"'bpf' is not an active LSM ({','.join(active)})"
-    if not _lsm_programs_load():
-        return False, "the kernel refuses to load BPF LSM programs (bpftool feature probe)"
-    return True, "BPF LSM programs load"
+        found.update(
+            (c.feature, c)
+            for c in doctor.probe_programs(build.compile_bpf(doctor.PROBES))
+        )
+    except CapsuleError as err:
+        log.warning("BPF probes could not run: %s", err.message)
+
+    def status(name: str) -> tuple[bool, str]:
+        check = found.get(name)
+        if check is None:
+            return False, "not probed"
+        return check.status == doctor.OK, check.detail
+
+    return Capabilities(
+        status("lsm"),
+        status("landlock"),
+        status("seccomp_notify"),
+        status("cgroup_sock_addr"),
+        status("raw_tp"),
+    )
 
 
-def _lsm_programs_load() -> bool:
-    """Ask the kernel: an active "bpf" LSM can still refuse LSM programs (EPERM)."""
-    import subprocess
-
-    try:
-        probe = subprocess.run(["bpftool", "feature", "probe", "kernel"],
-                               capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "program_type lsm is available" in probe.stdout
-
-
-def _mount_securityfs() -> None:
-    import subprocess
-
-    result = subprocess.run(["mount", "-t", "securityfs", "securityfs",
-                             "/sys/kernel/security"], capture_output=True, text=True)
-    if result.returncode != 0:
-        log.debug("failed to mount securityfs: %s", result.stderr.strip())
-
-
-def compat_available() -> tuple[bool, str]:
-    abi = landlock.abi_version()
-    if abi == 0:
-        return False, "Landlock is not available"
-    return True, f"Landlock ABI {abi}"
-
-
-def select_backend(requested: str) -> str:
+def select_backend(requested: str, caps: Capabilities) -> str:
     """The backend to use; `auto` prefers lsm and falls back to compat."""
-    lsm_ok, lsm_why = lsm_available()
+    lsm_ok, lsm_why = caps.lsm
     if requested == "lsm" and not lsm_ok:
-        raise CapsuleError(f"failed to select the lsm backend: {lsm_why}",
-                           hint="use --backend compat (Landlock, seccomp, cgroup hooks)")
+        raise CapsuleError(
+            f"failed to select the lsm backend: BPF LSM: {lsm_why}",
+            hint="use --backend compat (Landlock, seccomp, cgroup hooks)",
+        )
     if requested == "lsm" or (requested == "auto" and lsm_ok):
-        raise CapsuleError("failed to select the lsm backend: capsule enforce runs only "
-                           "the compat backend so far",
-                           hint="use --backend compat")
-    compat_ok, compat_why = compat_available()
-    if not compat_ok:
-        raise CapsuleError(f"failed to select the compat backend: {compat_why}",
-                           hint="boot with lsm=...,landlock on the kernel command line")
-    log.info("backend compat: %s; lsm unavailable: %s", compat_why, lsm_why)
+        raise CapsuleError(
+            "failed to select the lsm backend: capsule enforce runs only "
+            "the compat backend so far",
+            hint="use --backend compat",
+        )
+    for name, (ok, why) in (
+        ("Landlock", caps.landlock),
+        ("seccomp user notification", caps.seccomp_notify),
+    ):
+        if not ok:
+            raise CapsuleError(
+                f"failed to select the compat backend: {name}: {why}",
+                hint="see `capsule doctor`",
+            )
+    log.info("backend compat (%s); lsm unavailable: %s", caps.landlock[1], lsm_why)
     return "compat"
 
 
-# -- the run ----------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -148,12 +156,19 @@ class EnforceRequest:
     self_protect: bool = True
     on_event: Callable[[dict], None] | None = None
     on_coverage: Callable[[Report], None] | None = None
+    caps: Capabilities | None = None  # None: probe now
+    report_denials: bool = True  # Landlock's refusals into the timeline (raw_tp)
 
 
-def plan(request: EnforceRequest, cgroup: bool) -> CompatPlan:
+def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatPlan:
     protected = list(request.policy_files) + [str(request.directory)]
-    options = Options(protected=protected, self_protect=request.self_protect,
-                      cgroup=cgroup, tracer=False)
+    options = Options(
+        protected=protected,
+        self_protect=request.self_protect,
+        cgroup=cgroup,
+        tracer=False,
+        landlock_reports=reports,
+    )
     return build_plan(request.policy, options)
 
 
@@ -161,9 +176,11 @@ def check_require(report: Report, require: str) -> None:
     missing = report.audit_only_denials()
     if require == "full" and missing:
         refs = ", ".join(line.ref for line in missing)
-        raise CapsuleError(f"failed to start with --require full: {len(missing)} deny "
-                           f"rule(s) would be audit only ({refs})",
-                           hint="see the coverage report above, or use the lsm backend")
+        raise CapsuleError(
+            f"failed to start with --require full: {len(missing)} deny "
+            f"rule(s) would be audit only ({refs})",
+            hint="see the coverage report above, or use the lsm backend",
+        )
 
 
 class CompatRun:
@@ -171,8 +188,9 @@ class CompatRun:
 
     def __init__(self, request: EnforceRequest) -> None:
         self.request = request
-        self.result = EnforceResult(request.command, exitcodes.CAPSULE_FAILED,
-                                    request.directory)
+        self.result = EnforceResult(
+            request.command, exitcodes.CAPSULE_FAILED, request.directory
+        )
         self.cgroup: AgentCgroup | None = None
         self.net = None
         self.denials = None
@@ -182,16 +200,32 @@ class CompatRun:
     def run(self) -> EnforceResult:
         started = time.monotonic()
         request = self.request
-        want_cgroup = cgroup2_root() is not None and _bpf_modules() is not None
-        compat = plan(request, cgroup=want_cgroup)
+        caps = request.caps or probe()
+        self.bpf = _bpf_modules() if caps.cgroup_hooks[0] or caps.raw_tp[0] else None
+        self.caps = caps
+        want_cgroup = (
+            cgroup2_root() is not None and self.bpf is not None and caps.cgroup_hooks[0]
+        )
+        reports = (
+            request.report_denials
+            and self.bpf is not None
+            and caps.raw_tp[0]
+            and cgroup2_root() is not None
+        )
+        self.reports = reports
+        compat = plan(request, cgroup=want_cgroup, reports=reports)
         if request.on_coverage:
             request.on_coverage(compat.report)
         check_require(compat.report, request.require)
 
         self.store = RunStore(request.directory)
-        self.store.set_meta(command=request.command, started_at=time.time(),
-                            t0_ns=time.monotonic_ns(), backend="compat",
-                            coverage=compat.report.to_json())
+        self.store.set_meta(
+            command=request.command,
+            started_at=time.time(),
+            t0_ns=time.monotonic_ns(),
+            backend="compat",
+            coverage=compat.report.to_json(),
+        )
         try:
             self._run(compat)
         finally:
@@ -201,15 +235,17 @@ class CompatRun:
 
     def _run(self, compat: CompatPlan) -> None:
         # the agent's cgroup and its hooks are in place before the command exists
-        bpf = _bpf_modules()
-        if bpf is not None and cgroup2_root() is not None:
-            sockguard, denials = bpf
+        if self.bpf is not None and cgroup2_root() is not None:
+            sockguard, denials = self.bpf
             self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
             if compat.network is not None:
-                self.net = sockguard.SockGuard(compat.network, self.cgroup, self._report)
-            if compat.handled:
-                self.denials = denials.DenialWatcher(compat.visible, compat.handled,
-                                                     self.cgroup, self._report)
+                self.net = sockguard.SockGuard(
+                    compat.network, self.cgroup, self._report
+                )
+            if compat.handled and self.reports:
+                self.denials = denials.DenialWatcher(
+                    compat.visible, compat.handled, self.cgroup, self._report
+                )
         plan_fd = _plan_memfd(compat.child_plan())
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(child_sock.fileno(), True)
@@ -287,8 +323,10 @@ def _bpf_modules():
     try:
         from capsule.runtime.compat import denials, sockguard
     except (ImportError, OSError) as err:
-        log.warning("network rules are audit only, and Landlock denials are not "
-                    "reported: %s", err)
+        log.warning(
+            "network rules are audit only, and Landlock denials are not reported: %s",
+            err,
+        )
         return None
     return sockguard, denials
 
@@ -305,9 +343,20 @@ def _plan_memfd(plan: dict) -> int:
 
 def _shim_argv(plan_fd: int, sock_fd: int, command: list[str]) -> list[str]:
     # a private mount namespace: the read-only binds of protected paths stay inside it
-    return ["unshare", "--mount", "--propagation", "private", "--",
-            sys.executable, "-m", "capsule.runtime.compat.shim", str(plan_fd),
-            str(sock_fd), "--", *command]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-m",
+        "capsule.runtime.compat.shim",
+        str(plan_fd),
+        str(sock_fd),
+        "--",
+        *command,
+    ]
 
 
 def _receive_notify_fd(sock: socket.socket) -> int | None:

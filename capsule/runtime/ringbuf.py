@@ -31,17 +31,22 @@ class RingBuffer:
             raise ValueError(f"ring buffer size {size} is not a power of two")
         page = mmap.PAGESIZE
         self.size, self.mask = size, size - 1
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
-                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED,
-                                   mmap.PROT_READ, offset=page)
+        self._consumer = mmap.mmap(
+            map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0
+        )
+        self._producer = mmap.mmap(
+            map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+        )
         self._data = memoryview(self._producer)[page:]
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
     def available(self) -> int:
         """Bytes written by the kernel and not read yet."""
-        return _U64.unpack_from(self._producer, 0)[0] - _U64.unpack_from(self._consumer, 0)[0]
+        return (
+            _U64.unpack_from(self._producer, 0)[0]
+            - _U64.unpack_from(self._consumer, 0)[0]
+        )
 
     def read(self, max_records: int = 1 << 20) -> list[bytes]:
         """Every complete record available now, oldest first (no waiting)."""
@@ -55,7 +60,7 @@ class RingBuffer:
                 break
             length = header & ~(BUSY_BIT | DISCARD_BIT)
             if not header & DISCARD_BIT:
-                out.append(bytes(data[off + HEADER_SIZE: off + HEADER_SIZE + length]))
+                out.append(bytes(data[off + HEADER_SIZE : off + HEADER_SIZE + length]))
             cons += (length + HEADER_SIZE + 7) & ~7
         if out or cons != _U64.unpack_from(self._consumer, 0)[0]:
             _U64.pack_into(self._consumer, 0, cons)

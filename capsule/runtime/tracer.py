@@ -22,19 +22,29 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from capsule.errors import CapsuleError
 from capsule.events import schema
-from capsule.runtime import build, libbpf
+from capsule.runtime import build
 from capsule.runtime.ringbuf import RingBuffer
+
+if TYPE_CHECKING:
+    from capsule.runtime import libbpf
 
 log = logging.getLogger(__name__)
 
 SOURCE = build.BPF_DIR / "trace.bpf.c"
 RING_SIZE = 8 << 20
 # the programs attached at start; exit_* handlers are reached by tail call only
-HOOKS = ("handle_sys_enter", "handle_sys_exit", "handle_fork", "handle_exec",
-         "handle_exit", "handle_cgroup_attach")
+HOOKS = (
+    "handle_sys_enter",
+    "handle_sys_exit",
+    "handle_fork",
+    "handle_exec",
+    "handle_exit",
+    "handle_cgroup_attach",
+)
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -42,7 +52,9 @@ _U64 = struct.Struct("<Q")
 class Tracer:
     """Observe one process tree (or one cgroup) through the ring buffer."""
 
-    def __init__(self, cgroup_path: str | Path | None = None, ring_size: int = RING_SIZE):
+    def __init__(
+        self, cgroup_path: str | Path | None = None, ring_size: int = RING_SIZE
+    ):
         self.cgroup_path = Path(cgroup_path) if cgroup_path else None
         self.ring_size = ring_size
         self._obj: libbpf.BpfObject | None = None
@@ -53,10 +65,16 @@ class Tracer:
 
     def start(self) -> None:
         """Compile (cached), load, configure the scope and attach the hooks."""
-        if self.cgroup_path and not (self.cgroup_path / "cgroup.procs").exists():
-            raise CapsuleError(f"failed to scope to cgroup {self.cgroup_path}: "
-                               "not a cgroup v2 directory",
-                               hint="pass a directory under the cgroup2 mount")
+        if self._obj is not None:
+            raise CapsuleError("failed to start the tracer: it is already started")
+        if self.cgroup_path and not _is_cgroup2_dir(self.cgroup_path):
+            raise CapsuleError(
+                f"failed to scope to cgroup {self.cgroup_path}: "
+                "not a cgroup v2 directory",
+                hint="pass a directory under the cgroup2 mount",
+            )
+        from capsule.runtime import libbpf  # the ctypes layer loads only when used
+
         obj_path = build.compile_bpf(SOURCE)
         self._obj = obj = libbpf.BpfObject(obj_path)
         obj.set_rodata("targ_cgroup", b"\x01" if self.cgroup_path else b"\x00")
@@ -69,8 +87,11 @@ class Tracer:
         for name in HOOKS:
             self._links.append(obj.program(name).attach())
         self._ring = RingBuffer(obj.map("events").fd, self.ring_size)
-        log.info("tracer attached %d hooks (%s)", len(self._links),
-                 f"cgroup {self.cgroup_path}" if self.cgroup_path else "process tree")
+        log.info(
+            "tracer attached %d hooks (%s)",
+            len(self._links),
+            f"cgroup {self.cgroup_path}" if self.cgroup_path else "process tree",
+        )
 
     def _set_scope_cgroup(self, obj: libbpf.BpfObject) -> None:
         fd = os.open(self.cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -101,13 +122,20 @@ class Tracer:
         return events
 
     def stats(self) -> dict:
-        """Counters: events decoded, ring-buffer drops counted in the kernel."""
-        drops = 0
+        """Counters: events decoded; events lost in the kernel, either because the ring
+        was full (`drops`) or because a hook was skipped while it was already running on
+        that CPU (`missed`)."""
+        drops = missed = 0
         if self._obj is not None and self._obj.loaded:
             values = self._obj.map("drops").lookup_percpu(_U32.pack(0), 8)
             drops = sum(_U64.unpack(v)[0] for v in values)
-        return {"events": self._events, "drops": drops,
-                "decode_errors": self._decode_errors}
+            missed = sum(p.recursion_misses() for p in self._obj.programs())
+        return {
+            "events": self._events,
+            "drops": drops,
+            "missed": missed,
+            "decode_errors": self._decode_errors,
+        }
 
     def close(self) -> None:
         for link in self._links:
@@ -125,8 +153,24 @@ class Tracer:
             raise CapsuleError("failed to use the tracer: it is not started")
         return self._obj
 
-    def __enter__(self) -> Tracer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def cgroup2_mount() -> Path | None:
+    """Where cgroup v2 is mounted (the unified hierarchy of a hybrid layout too)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        if post.split()[:1] == ["cgroup2"]:
+            return Path(pre.split()[4])
+    return None
+
+
+def _is_cgroup2_dir(path: Path) -> bool:
+    mount = cgroup2_mount()
+    path = path.resolve()
+    inside = mount is not None and (path == mount or mount in path.parents)
+    return inside and (path / "cgroup.procs").exists()

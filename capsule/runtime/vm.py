@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 BOOT_GLOB = "vmlinuz-*"
 DEFAULT_TIMEOUT = 600.0
-_HINT = "run `make setup` (qemu-system-x86, linux-image-amd64, busybox-static, virtme-ng)"
+_HINT = (
+    "run `make setup` (qemu-system-x86, linux-image-amd64, busybox-static, virtme-ng)"
+)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class VmUnavailable(CapsuleError):
 
 
 def find_kernel(image: str | None = None) -> Path:
-    """Return the guest kernel image: `image`, $CAPSULE_VM_KERNEL or the newest /boot one.
+    """Return the kernel image: `image`, $CAPSULE_VM_KERNEL or the newest in /boot.
 
     Raises:
         VmUnavailable: no such image exists.
@@ -86,7 +88,9 @@ def find_kernel(image: str | None = None) -> Path:
         return path
     images = sorted(Path("/boot").glob(BOOT_GLOB))
     if not images:
-        raise VmUnavailable("failed to find kernel image: no /boot/vmlinuz-*", hint=_HINT)
+        raise VmUnavailable(
+            "failed to find kernel image: no /boot/vmlinuz-*", hint=_HINT
+        )
     return images[-1]
 
 
@@ -95,24 +99,36 @@ def find_vng() -> str:
     beside = Path(sys.executable).parent / "vng"
     found = str(beside) if beside.is_file() else shutil.which("vng")
     if not found:
-        raise VmUnavailable("failed to find vng: virtme-ng is not installed", hint=_HINT)
+        raise VmUnavailable(
+            "failed to find vng: virtme-ng is not installed", hint=_HINT
+        )
     return found
 
 
 def check_available(image: str | None = None) -> tuple[str, Path]:
-    """Check every tool the VM needs; return (vng, kernel image) or raise VmUnavailable."""
+    """Check every tool the VM needs; return (vng, kernel image) or VmUnavailable."""
     if not shutil.which(QEMU):
         raise VmUnavailable(f"failed to find {QEMU}: qemu is not installed", hint=_HINT)
     if not any(shutil.which(name) for name in ("busybox", "busybox-static")):
-        raise VmUnavailable("failed to find busybox: vng needs a static busybox", hint=_HINT)
+        raise VmUnavailable(
+            "failed to find busybox: vng needs a static busybox", hint=_HINT
+        )
     return find_vng(), find_kernel(image)
 
 
 def _vng_argv(vng: str, kernel: Path, memory: str, batch: Path) -> list[str]:
     # --disable-kvm: this host's /dev/kvm cannot boot a stock kernel, so emulate
     guest = f"{sys.executable} {vm_guest.__file__} {batch}"
-    return [vng, "--run", str(kernel), "--disable-kvm", "--memory", memory,
-            "--exec", guest]  # fmt: skip
+    return [
+        vng,
+        "--run",
+        str(kernel),
+        "--disable-kvm",
+        "--memory",
+        memory,
+        "--exec",
+        guest,
+    ]
 
 
 def _check_names(commands: list[GuestCommand]) -> None:
@@ -131,9 +147,13 @@ def _boot(argv: list[str], timeout: float) -> tuple[str, str]:
     """Run vng and read its output through a pipe; kill our qemu group on timeout."""
     env = {**os.environ, "PATH": f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )  # fmt: skip
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -158,7 +178,9 @@ def _parse(out: str, err: str) -> tuple[dict, dict[str, GuestResult]]:
         results[record["name"]] = GuestResult(**record)
     if guest is None or not done:
         tail = (err.strip() or out.strip())[-600:]
-        raise CapsuleError(f"failed to run the LSM VM: the guest did not finish: {tail}")
+        raise CapsuleError(
+            f"failed to run the LSM VM: the guest did not finish: {tail}"
+        )
     return guest, results
 
 

@@ -33,6 +33,8 @@ def _prepare() -> dict:
         os.makedirs(target, exist_ok=True)
         rc = subprocess.run(["mount", "-t", fstype, source, target]).returncode
         state["mounts"][target] = rc == 0 or os.path.ismount(target)
+    # loopback for network tests; the guest has no other interface
+    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
     try:
         with open("/sys/kernel/security/lsm") as lsm:
             state["lsm"] = lsm.read().strip().split(",")

@@ -174,6 +174,22 @@ class TestNames:
             line.lstrip().startswith("0.000000") for line in shown.stdout.splitlines()
         )
 
+    def test_invalid_utf8_name_is_escaped(self, tmp_path):
+        target = os.fsencode(tmp_path) + b"/inv\xffalid\xc3"
+        script = "import sys, os; open(os.fsencode(sys.argv[1]), 'w').close()"
+        run = trace(
+            tmp_path / "run", "/usr/bin/python3", "-c", script, os.fsdecode(target)
+        )
+        assert run.returncode == 0, run.stderr
+        created = [e for e in run.where("file", "create") if "inv" in e["path"]]
+        assert len(created) == 1
+        shown = capsule("timeline", str(tmp_path / "run"), "--area", "file")
+        lines = [line for line in shown.stdout.splitlines() if "inv" in line]
+        assert len(lines) == 1 and "xff" in lines[0] and "xc3" in lines[0]
+        assert "\ufffd" not in lines[0]
+        jsonl = (tmp_path / "run" / "events.jsonl").read_bytes()
+        jsonl.decode("utf-8")  # the store stays valid UTF-8
+
     def test_long_path_is_flagged_truncated(self, tmp_path):
         deep = tmp_path / ("d" * 200) / ("e" * 200)
         deep.mkdir(parents=True)

@@ -18,7 +18,9 @@ EXAMPLES = sorted((ROOT / "examples" / "policies").glob("*.cap"))
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("CAPSULE_UPDATE_GOLDEN") == "1"
 
-needs_clang = pytest.mark.skipif(not shutil.which("clang"), reason="clang is not installed")
+needs_clang = pytest.mark.skipif(
+    not shutil.which("clang"), reason="clang is not installed"
+)
 
 
 def _example(path: Path):
@@ -40,7 +42,9 @@ def test_generated_c_matches_the_golden_file(path: Path) -> None:
     if UPDATE:
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(source)
-    assert source == golden.read_text(), f"run CAPSULE_UPDATE_GOLDEN=1 to accept {golden}"
+    assert source == golden.read_text(), (
+        f"run CAPSULE_UPDATE_GOLDEN=1 to accept {golden}"
+    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -62,17 +66,40 @@ def test_every_example_compiles_without_a_warning(
 
 
 @needs_clang
+@pytest.mark.parametrize("arch", sorted(artifact.ARCHES))
+@pytest.mark.parametrize("name", sorted(policies.ALL))
+def test_every_test_policy_shape_compiles_without_a_warning(
+    name: str, arch: str, tmp_path: Path
+) -> None:
+    built = artifact.build(policies.ALL[name], tmp_path, arch)
+    assert built.manifest["hooks"], "a policy with kernel rules needs a hook"
+    assert artifact.check_object(built.object, built.manifest) == []
+
+
+@needs_clang
 def test_manifest_and_maps_describe_the_object(tmp_path: Path) -> None:
     built = artifact.build(policies.FILE_AND_PROCESS, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["format"] == "capsule-artifact" and manifest["version"] == 1
     assert [h["section"] for h in manifest["hooks"]] == [
-        "lsm.s/file_open", "lsm.s/bprm_check_security"]  # fmt: skip
+        "lsm.s/file_open",
+        "lsm.s/bprm_check_security",
+    ]
     assert manifest["rules"][0] == "gen.cap:1"
     assert {"bpf_lsm", "bpf_d_path", "bpf_loop"} <= set(manifest["kernel_features"])
     entries = maps.read_json(tmp_path / "maps.json")
-    assert set(entries) == set(manifest["maps"]) == {"file_exact", "file_prefix",
-                                                    "process_prefix"}  # fmt: skip
+    assert (
+        set(entries)
+        == set(manifest["maps"])
+        == {
+            "file_exact",
+            "file_prefix",
+            "file_dfa_cls",
+            "file_dfa_next",
+            "file_dfa_accept",
+            "process_prefix",
+        }
+    )
     assert maps.path_key(0, "/run/capsule/gen/secret") in dict(entries["file_exact"])
     assert built.manifest == manifest
 
@@ -82,14 +109,20 @@ def test_object_check_finds_a_missing_map_and_a_wrong_licence(tmp_path: Path) ->
     built = artifact.build(policies.FILE_AND_PROCESS, tmp_path)
     wrong = dict(built.manifest, license="MIT", maps={"no_such_map": {}})
     assert artifact.check_object(built.object, wrong) == [
-        "license is 'GPL', manifest says 'MIT'", "map no_such_map is missing"]  # fmt: skip
+        "license is 'GPL', manifest says 'MIT'",
+        "map no_such_map is missing",
+    ]
 
 
 @needs_clang
 def test_map_layouts_match_the_object_btf(tmp_path: Path) -> None:
     built = artifact.build(policies.FILE_AND_PROCESS, tmp_path)
-    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(built.object)],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    dump = subprocess.run(
+        ["bpftool", "btf", "dump", "file", str(built.object)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"STRUCT 'path_key' size={maps.PATH_KEY.size} vlen=2" in dump
     assert f"STRUCT 'verdict' size={maps.VERDICT.size} vlen=4" in dump
 

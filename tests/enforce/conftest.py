@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -45,14 +44,20 @@ def enforce(tmp_path):
     def run(policy_text: str, command: list[str], **options) -> Run:
         policy_path = write_policy(tmp_path, policy_text)
         out = tmp_path / "out.txt"
-        out.write_text("")  # exists before the sandbox: a split directory denies new files
+        out.write_text(
+            ""
+        )  # exists before the sandbox: a split directory denies new files
         events: list[dict] = []
         seen = {}
         request = EnforceRequest(
-            policy=load(policy_path), policy_files=[str(policy_path)],
+            policy=load(policy_path),
+            policy_files=[str(policy_path)],
             command=["sh", "-c", 'exec "$@" > ' + str(out) + " 2>&1", "sh", *command],
-            directory=tmp_path / "run", on_event=events.append,
-            on_coverage=lambda report: seen.setdefault("report", report), **options)
+            directory=tmp_path / "run",
+            on_event=events.append,
+            on_coverage=lambda report: seen.setdefault("report", report),
+            **options,
+        )
         result = CompatRun(request).run()
         text = out.read_text() if out.exists() else ""
         return Run(result.exit_code, events, seen.get("report"), text)

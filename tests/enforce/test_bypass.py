@@ -28,7 +28,9 @@ def tree(tmp_path):
     return tmp_path
 
 
-def _deny(tree: Path, ops: str = "read,write,create,rename,link,delete,truncate") -> str:
+def _deny(
+    tree: Path, ops: str = "read,write,create,rename,link,delete,truncate"
+) -> str:
     return f"deny file {ops} {tree}/secret/\n"
 
 
@@ -48,8 +50,10 @@ def test_proc_self_root_alias(enforce, tree):
 
 
 def test_hard_link_made_inside_is_refused(enforce, tree):
-    run = enforce(_deny(tree), ["sh", "-c", f"ln {tree}/secret/key {tree}/work/hl; "
-                                            f"cat {tree}/work/hl"])
+    run = enforce(
+        _deny(tree),
+        ["sh", "-c", f"ln {tree}/secret/key {tree}/work/hl; cat {tree}/work/hl"],
+    )
     assert not _leaked(run) and not (tree / "work" / "hl").exists()
 
 
@@ -68,9 +72,11 @@ def test_rename_link_exchange_onto_a_denied_name(enforce, tree, py, how):
     code = {
         "rename": f"import os; os.rename('{src}', '{dst}')",
         "link": f"import os; os.link('{src}', '{tree}/secret/new')",
-        "exchange": ("import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True)\n"
-                     f"sys.exit(1 if libc.renameat2(-100, b'{src}', -100, b'{dst}', 2) "
-                     "else 0)"),
+        "exchange": (
+            "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"sys.exit(1 if libc.renameat2(-100, b'{src}', -100, b'{dst}', 2) "
+            "else 0)"
+        ),
     }[how]
     run = enforce(_deny(tree), [py, "-c", code])
     assert run.exit_code != 0, run.stdout
@@ -92,13 +98,15 @@ def test_long_and_deep_paths(enforce, tree, py, depth, name_len):
     os.write(leaf, SECRET.encode())
     os.close(leaf)
     os.close(fd)
-    code = (f"import os\nfd = os.open('{tree}/secret', os.O_PATH)\n"
-            "while True:\n"
-            " names = [n for n in os.listdir(f'/proc/self/fd/{fd}') if n != 'leaf'] "
-            "if False else sorted(os.listdir(fd))\n"
-            " if names == ['leaf']: break\n"
-            " fd = os.open(names[0], os.O_PATH, dir_fd=fd)\n"
-            "print(open(os.open('leaf', os.O_RDONLY, dir_fd=fd)).read())\n")
+    code = (
+        f"import os\nfd = os.open('{tree}/secret', os.O_PATH)\n"
+        "while True:\n"
+        " names = [n for n in os.listdir(f'/proc/self/fd/{fd}') if n != 'leaf'] "
+        "if False else sorted(os.listdir(fd))\n"
+        " if names == ['leaf']: break\n"
+        " fd = os.open(names[0], os.O_PATH, dir_fd=fd)\n"
+        "print(open(os.open('leaf', os.O_RDONLY, dir_fd=fd)).read())\n"
+    )
     total = (name_len + 1) * depth
     run = enforce(_deny(tree, "read"), [py, "-c", code])
     assert run.exit_code != 0 and not _leaked(run), (total, run.stdout)
@@ -109,8 +117,10 @@ def test_deep_path_through_an_opened_parent(enforce, tree, py):
     deep = tree / "secret" / ("/".join(["d"] * 22))
     deep.mkdir(parents=True)
     (deep / "leaf").write_text(SECRET)
-    code = (f"import os\nfd = os.open('{deep}', os.O_PATH)\n"
-            "print(open(os.open('leaf', os.O_RDONLY, dir_fd=fd)).read())\n")
+    code = (
+        f"import os\nfd = os.open('{deep}', os.O_PATH)\n"
+        "print(open(os.open('leaf', os.O_RDONLY, dir_fd=fd)).read())\n"
+    )
     run = enforce(_deny(tree, "read"), [py, "-c", code])
     assert run.exit_code != 0 and not _leaked(run)
 
@@ -118,9 +128,11 @@ def test_deep_path_through_an_opened_parent(enforce, tree, py):
 @pytest.mark.parametrize("via", ["execveat", "proc-fd"])
 def test_memfd_exec(enforce, py, via):
     target = "fd" if via == "execveat" else "f'/proc/self/fd/{fd}'"
-    code = ("import os\nfd = os.memfd_create('x', 0)\n"
-            "os.write(fd, open('/bin/true', 'rb').read())\n"
-            f"os.execve({target}, ['true'], {{}})\n")
+    code = (
+        "import os\nfd = os.memfd_create('x', 0)\n"
+        "os.write(fd, open('/bin/true', 'rb').read())\n"
+        f"os.execve({target}, ['true'], {{}})\n"
+    )
     run = enforce("deny memory fileless-exec\n", [py, "-c", code])
     assert run.exit_code != 0
     assert "Operation not permitted" in run.stdout
@@ -152,8 +164,9 @@ def test_script_itself_denied(enforce, tree):
 @pytest.fixture(scope="module")
 def uring_open(tmp_path_factory):
     out = tmp_path_factory.mktemp("progs") / "uring_open"
-    subprocess.run(["clang", "-O2", "-o", str(out), str(PROGS / "uring_open.c")],
-                   check=True)
+    subprocess.run(
+        ["clang", "-O2", "-o", str(out), str(PROGS / "uring_open.c")], check=True
+    )
     return out
 
 
@@ -165,10 +178,12 @@ def test_io_uring_openat(enforce, tree, uring_open):
 
 
 def test_wx_mprotect(enforce, py):
-    code = ("import ctypes, mmap, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            "libc.mmap.restype = ctypes.c_void_p\n"
-            "p = libc.mmap(None, 4096, 3, 0x22, -1, 0)\n"
-            "sys.exit(5 if libc.mprotect(ctypes.c_void_p(p), 4096, 7) == -1 else 0)\n")
+    code = (
+        "import ctypes, mmap, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.mmap.restype = ctypes.c_void_p\n"
+        "p = libc.mmap(None, 4096, 3, 0x22, -1, 0)\n"
+        "sys.exit(5 if libc.mprotect(ctypes.c_void_p(p), 4096, 7) == -1 else 0)\n"
+    )
     run = enforce("deny memory wx\n", [py, "-c", code])
     assert run.exit_code == 5
     assert run.verdicts("memory", "wx")[0]["syscall"] == "mprotect"

@@ -14,9 +14,15 @@ from enforce_helpers import needs_kernel
 
 
 def _rule(line: int, effect: str, ops: str, path: str, priority: int = 0) -> Rule:
-    return Rule(Location("t.cap", line, 1), Effect(effect), None, "file",
-                frozenset(ops.split(",")), (ObjectPattern({"path": PathGlob.parse(path)}),),
-                priority=priority)
+    return Rule(
+        Location("t.cap", line, 1),
+        Effect(effect),
+        None,
+        "file",
+        frozenset(ops.split(",")),
+        (ObjectPattern({"path": PathGlob.parse(path)}),),
+        priority=priority,
+    )
 
 
 @pytest.fixture
@@ -43,14 +49,20 @@ class TestTranslate:
         assert "/" not in out.grants  # a grant on / would cover the secret too
 
     def test_allow_inside_deny_is_granted(self, tree):
-        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/"),
-                      _rule(2, "allow", "read", f"{tree}/secret/sub/"))
+        out = _grants(
+            tree,
+            _rule(1, "deny", "read", f"{tree}/secret/"),
+            _rule(2, "allow", "read", f"{tree}/secret/sub/"),
+        )
         assert FS.READ_FILE & out.grants[f"{tree}/secret/sub"]
         assert f"{tree}/secret/key" not in out.grants
 
     def test_priority_beats_specificity(self, tree):
-        out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/", priority=5),
-                      _rule(2, "allow", "read", f"{tree}/secret/sub/"))
+        out = _grants(
+            tree,
+            _rule(1, "deny", "read", f"{tree}/secret/", priority=5),
+            _rule(2, "allow", "read", f"{tree}/secret/sub/"),
+        )
         assert f"{tree}/secret/sub" not in out.grants
 
     def test_glob_in_the_middle_expands_existing_matches(self, tree):
@@ -64,10 +76,13 @@ class TestTranslate:
         out = _grants(tree, _rule(1, "deny", "read", f"{tree}/secret/**"))
         assert f"{tree}/secret" not in out.grants
 
-    @pytest.mark.parametrize("pattern,reason", [
-        ("/**/.env", "'**' inside a pattern"),
-        ("/a/**/b", "'**' inside a pattern"),
-    ])
+    @pytest.mark.parametrize(
+        "pattern,reason",
+        [
+            ("/**/.env", "'**' inside a pattern"),
+            ("/a/**/b", "'**' inside a pattern"),
+        ],
+    )
     def test_deep_glob_is_not_landlock(self, pattern, reason):
         clause = _rule(1, "deny", "read", pattern).clauses()[0]
         assert reason in files.landlock_limit(clause)
@@ -86,17 +101,25 @@ class TestTranslate:
 @needs_kernel
 class TestDenials:
     def test_open_gets_eacces(self, enforce, tree, py):
-        code = (f"import os\nopen('{tree}/pub/a').read()\n"
-                f"try:\n open('{tree}/secret/key')\nexcept OSError as e:\n"
-                f" print('errno', e.errno)\n")
+        code = (
+            f"import os\nopen('{tree}/pub/a').read()\n"
+            f"try:\n open('{tree}/secret/key')\nexcept OSError as e:\n"
+            f" print('errno', e.errno)\n"
+        )
         run = enforce(f"deny file read {tree}/secret/\n", [py, "-c", code])
         assert run.exit_code == 0, run.stdout
         assert f"errno {errno.EACCES}" in run.stdout
 
     def test_allowed_write_elsewhere_and_denied_write_here(self, enforce, tree):
-        run = enforce(f"deny file write {tree}/secret/**\n",
-                      ["sh", "-c", f"echo x >> {tree}/work/out && echo ok1; "
-                                   f"echo x >> {tree}/secret/key || echo denied2"])
+        run = enforce(
+            f"deny file write {tree}/secret/**\n",
+            [
+                "sh",
+                "-c",
+                f"echo x >> {tree}/work/out && echo ok1; "
+                f"echo x >> {tree}/secret/key || echo denied2",
+            ],
+        )
         assert "ok1" in run.stdout and "denied2" in run.stdout
         assert (tree / "secret/key").read_text() == "secret/key"
 
@@ -104,14 +127,19 @@ class TestDenials:
         assert enforce("deny system mount\n", ["sh", "-c", "exit 7"]).exit_code == 7
 
     def test_default_deny_with_an_allow_list(self, enforce, tree, py):
-        policy = (f"default file deny\nallow file read,exec /usr/\nallow file read,exec /lib/\n"
-                  f"allow file read,exec /etc/\nallow file read,exec /root/\n"
-                  f"allow file read,exec {tree}/pub/\nallow file read,write /dev/\n"
-                  f"allow file read,write,create,truncate {tree}/out.txt\n"
-                  f"allow file read,exec /proc/\nallow file read,exec /sys/\n"
-                  f"allow file read,exec /work/\n")
-        code = (f"open('{tree}/pub/a').read()\n"
-                f"try:\n open('{tree}/work/out')\nexcept OSError as e:\n print('denied')\n")
+        policy = (
+            f"default file deny\nallow file read,exec /usr/\n"
+            f"allow file read,exec /lib/\n"
+            f"allow file read,exec /etc/\nallow file read,exec /root/\n"
+            f"allow file read,exec {tree}/pub/\nallow file read,write /dev/\n"
+            f"allow file read,write,create,truncate {tree}/out.txt\n"
+            f"allow file read,exec /proc/\nallow file read,exec /sys/\n"
+            f"allow file read,exec /work/\n"
+        )
+        code = (
+            f"open('{tree}/pub/a').read()\n"
+            f"try:\n open('{tree}/work/out')\nexcept OSError as e:\n print('denied')\n"
+        )
         run = enforce(policy, [py, "-c", code])
         assert "denied" in run.stdout, run.stdout
 
@@ -122,16 +150,22 @@ class TestDenialEvents:
         run = enforce(f"deny file read {tree}/secret/\n", ["cat", f"{tree}/secret/key"])
         event = run.verdicts("file", "read")[0]
         assert event["verdict"] == "deny" and event["path"] == f"{tree}/secret/key"
-        assert event["rule"].endswith("policy.cap:1") and event["error_name"] == "EACCES"
+        assert (
+            event["rule"].endswith("policy.cap:1") and event["error_name"] == "EACCES"
+        )
 
     def test_relative_path_through_cwd(self, enforce, tree):
-        run = enforce(f"deny file write {tree}/secret/**\n",
-                      ["sh", "-c", f"cd {tree}/secret && echo x >> key"])
+        run = enforce(
+            f"deny file write {tree}/secret/**\n",
+            ["sh", "-c", f"cd {tree}/secret && echo x >> key"],
+        )
         assert run.verdicts("file", "write")[0]["path"] == f"{tree}/secret/key"
 
     def test_kill_rule_kills_after_the_denial(self, enforce, tree, py):
-        code = (f"import time\ntry:\n open('{tree}/secret/key')\nexcept OSError:\n"
-                " time.sleep(5)\nprint('survived')\n")
+        code = (
+            f"import time\ntry:\n open('{tree}/secret/key')\nexcept OSError:\n"
+            " time.sleep(5)\nprint('survived')\n"
+        )
         run = enforce(f"kill file read {tree}/secret/\n", [py, "-c", code])
         assert run.exit_code == 128 + 9 and "survived" not in run.stdout
         assert run.verdicts("file", "read")[0]["verdict"] == "kill"
@@ -149,9 +183,20 @@ class TestDenialEvents:
         from capsule.runtime.compat import denials
 
         members = btf.read_object_btf(denials.object_path()).flat_members("denial")
-        sizes = {"ts_ns": 8, "ret": 8, "args": 32, "pid": 4, "tid": 4, "nr": 4, "pad": 4,
-                 "comm": 16, "path": denials.PATH_LEN, "path2": denials.PATH_LEN,
-                 "base": denials.PATH_LEN, "base2": denials.PATH_LEN}
+        sizes = {
+            "ts_ns": 8,
+            "ret": 8,
+            "args": 32,
+            "pid": 4,
+            "tid": 4,
+            "nr": 4,
+            "pad": 4,
+            "comm": 16,
+            "path": denials.PATH_LEN,
+            "path2": denials.PATH_LEN,
+            "base": denials.PATH_LEN,
+            "base2": denials.PATH_LEN,
+        }
         offset = 0
         for name in denials.FIELDS:
             assert members[name] == (offset, sizes[name]), name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 
 import pytest
@@ -13,8 +12,10 @@ from capsule.runtime.compat.cgroup import cgroup2_root
 
 from enforce_helpers import needs_kernel
 
-pytestmark = [needs_kernel, pytest.mark.skipif(cgroup2_root() is None,
-                                               reason="needs a cgroup v2 mount")]
+pytestmark = [
+    needs_kernel,
+    pytest.mark.skipif(cgroup2_root() is None, reason="needs a cgroup v2 mount"),
+]
 
 PROBE = """
 import socket, sys
@@ -50,15 +51,20 @@ def _probe(calls: str) -> str:
     return PROBE.replace("CALLS", calls)
 
 
-@pytest.mark.parametrize("call", [
-    "tcp('127.0.0.2', 80)",
-    "udp_sendto('127.0.0.2', 53)",
-    "udp_sendmsg('127.0.0.2', 53)",
-    "tcp_fastopen('127.0.0.2', 80)",
-    "tcp('::ffff:127.0.0.2', 80, socket.AF_INET6)",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "tcp('127.0.0.2', 80)",
+        "udp_sendto('127.0.0.2', 53)",
+        "udp_sendmsg('127.0.0.2', 53)",
+        "tcp_fastopen('127.0.0.2', 80)",
+        "tcp('::ffff:127.0.0.2', 80, socket.AF_INET6)",
+    ],
+)
 def test_denied_address(enforce, py, call):
-    run = enforce("deny network connect,send addr 127.0.0.2\n", [py, "-c", _probe(call)])
+    run = enforce(
+        "deny network connect,send addr 127.0.0.2\n", [py, "-c", _probe(call)]
+    )
     assert run.stdout.strip() == "1", run.stdout  # EPERM from the hook
     event = run.events[0]
     assert (event["area"], event["verdict"]) == ("network", "deny")
@@ -66,39 +72,53 @@ def test_denied_address(enforce, py, call):
 
 
 def test_other_addresses_pass(enforce, py):
-    run = enforce("deny network connect,send addr 127.0.0.2\n",
-                  [py, "-c", _probe("tcp('127.0.0.1', 1), udp_sendto('127.0.0.3', 9)")])
+    run = enforce(
+        "deny network connect,send addr 127.0.0.2\n",
+        [py, "-c", _probe("tcp('127.0.0.1', 1), udp_sendto('127.0.0.3', 9)")],
+    )
     assert run.stdout.strip() == "111 None"  # refused by nobody listening; sent
     assert not run.events
 
 
 def test_port_and_protocol_classes(enforce, py):
-    policy = ("deny network connect port 22\n"
-              "allow network connect addr 127.0.0.5 port 22 protocol tcp\n")
+    policy = (
+        "deny network connect port 22\n"
+        "allow network connect addr 127.0.0.5 port 22 protocol tcp\n"
+    )
     calls = "tcp('127.0.0.4', 22), tcp('127.0.0.5', 22), tcp('127.0.0.4', 23)"
     run = enforce(policy, [py, "-c", _probe(calls)])
     assert run.stdout.strip() == "1 111 111"
 
 
 def test_priority_beats_the_longer_prefix(enforce, py):
-    policy = ("deny network connect addr 127.0.0.0/8 priority 5\n"
-              "allow network connect addr 127.0.0.7\n")
+    policy = (
+        "deny network connect addr 127.0.0.0/8 priority 5\n"
+        "allow network connect addr 127.0.0.7\n"
+    )
     run = enforce(policy, [py, "-c", _probe("tcp('127.0.0.7', 1)")])
     assert run.stdout.strip() == "1"
 
 
 def test_default_deny_with_an_allowed_block(enforce, py):
     policy = "default network deny\nallow network connect addr 127.0.0.0/8\n"
-    run = enforce(policy, [py, "-c", _probe("tcp('127.0.0.9', 1), tcp('::1', 1, "
-                                            "socket.AF_INET6)")])
+    run = enforce(
+        policy,
+        [py, "-c", _probe("tcp('127.0.0.9', 1), tcp('::1', 1, socket.AF_INET6)")],
+    )
     assert run.stdout.strip() == "111 1"
     assert run.events[0]["rule"] == "default:network"
 
 
 def test_kill(enforce, py):
-    run = enforce("kill network connect addr 127.0.0.2\n",
-                  [py, "-c", _probe("tcp('127.0.0.2', 80)") + "\nimport time\n"
-                   "time.sleep(5)\nprint('survived')"])
+    run = enforce(
+        "kill network connect addr 127.0.0.2\n",
+        [
+            py,
+            "-c",
+            _probe("tcp('127.0.0.2', 80)") + "\nimport time\n"
+            "time.sleep(5)\nprint('survived')",
+        ],
+    )
     assert run.exit_code == 128 + 9 and "survived" not in run.stdout
 
 
@@ -106,8 +126,9 @@ def test_event_layout_matches_the_object(tmp_path):
     """The Python decoder and the C struct must agree: compare with the BTF."""
     members = btf.read_object_btf(sockguard.object_path()).flat_members("sock_event")
     offset = 0
-    for name, code in zip(sockguard.EVENT_FIELDS, sockguard.EVENT.format[1:].replace(
-            "16s", "s")):
+    for name, code in zip(
+        sockguard.EVENT_FIELDS, sockguard.EVENT.format[1:].replace("16s", "s")
+    ):
         size = struct.calcsize("=16s" if code == "s" else "=" + code)
         assert members[name] == (offset, size), name
         offset += size

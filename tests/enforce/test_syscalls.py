@@ -12,20 +12,41 @@ pytestmark = needs_kernel
 CASES = [
     ("deny system mount", ["mount", "-t", "tmpfs", "none", "/mnt"], "system", "mount"),
     ("deny namespace unshare", ["unshare", "-m", "true"], "namespace", "unshare"),
-    ("deny creds setuid", ["PY", "-c", "import os; os.setuid(1000)"], "creds", "setuid"),
-    ("deny creds setgid gid 0-999",
-     ["PY", "-c", "import os; os.setgid(5)"], "creds", "setgid"),
-    ("deny memory memfd", ["PY", "-c", "import os; os.memfd_create('x')"],
-     "memory", "memfd"),
-    ("deny ipc ptrace", ["PY", "-c",
-                         "import ctypes; l = ctypes.CDLL(None, use_errno=True); "
-                         "import sys; sys.exit(9 if l.ptrace(0, 0, 0, 0) == -1 else 0)"],
-     "ipc", "ptrace"),
+    (
+        "deny creds setuid",
+        ["PY", "-c", "import os; os.setuid(1000)"],
+        "creds",
+        "setuid",
+    ),
+    (
+        "deny creds setgid gid 0-999",
+        ["PY", "-c", "import os; os.setgid(5)"],
+        "creds",
+        "setgid",
+    ),
+    (
+        "deny memory memfd",
+        ["PY", "-c", "import os; os.memfd_create('x')"],
+        "memory",
+        "memfd",
+    ),
+    (
+        "deny ipc ptrace",
+        [
+            "PY",
+            "-c",
+            "import ctypes; l = ctypes.CDLL(None, use_errno=True); "
+            "import sys; sys.exit(9 if l.ptrace(0, 0, 0, 0) == -1 else 0)",
+        ],
+        "ipc",
+        "ptrace",
+    ),
 ]
 
 
-@pytest.mark.parametrize("policy,command,area,op", CASES,
-                         ids=[c[0].replace(" ", "-") for c in CASES])
+@pytest.mark.parametrize(
+    "policy,command,area,op", CASES, ids=[c[0].replace(" ", "-") for c in CASES]
+)
 def test_denied_and_reported(enforce, py, policy, command, area, op):
     command = [py if part == "PY" else part for part in command]
     run = enforce(policy + "\n", command)
@@ -45,8 +66,9 @@ def test_condition_on_the_object_lets_other_calls_through(enforce, py):
 
 def test_subject_condition_is_decided_by_the_supervisor(enforce, py):
     code = "import os; os.setgid(5)"
-    run = enforce("deny creds setgid when exe /usr/bin/nothing-like-this\n",
-                  [py, "-c", code])
+    run = enforce(
+        "deny creds setgid when exe /usr/bin/nothing-like-this\n", [py, "-c", code]
+    )
     assert run.exit_code == 0
 
 
@@ -64,9 +86,11 @@ def test_audit_is_recorded_and_allowed(enforce):
 
 
 def test_wx_mapping_is_denied(enforce, py):
-    code = ("import mmap\ntry:\n mmap.mmap(-1, 4096, prot=mmap.PROT_READ|mmap.PROT_WRITE|"
-            "mmap.PROT_EXEC)\nexcept OSError as e:\n print('errno', e.errno)\n"
-            "mmap.mmap(-1, 4096, prot=mmap.PROT_READ|mmap.PROT_WRITE)\nprint('rw ok')\n")
+    code = (
+        "import mmap\ntry:\n mmap.mmap(-1, 4096, prot=mmap.PROT_READ|mmap.PROT_WRITE|"
+        "mmap.PROT_EXEC)\nexcept OSError as e:\n print('errno', e.errno)\n"
+        "mmap.mmap(-1, 4096, prot=mmap.PROT_READ|mmap.PROT_WRITE)\nprint('rw ok')\n"
+    )
     run = enforce("deny memory wx\n", [py, "-c", code])
     assert "errno 1" in run.stdout and "rw ok" in run.stdout
     assert run.verdicts("memory", "wx")

@@ -1,4 +1,4 @@
-"""The Python decoders against the structs clang laid out, read from the object's BTF."""
+"""The Python decoders against the structs clang laid out (the object's BTF)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def test_field_offsets_match_btf(object_btf, name):
 
 def test_header_matches_btf(object_btf):
     members = object_btf.flat_members("capsule_hdr")
-    assert members == {f.name: (off, f.size) for f, off in schema.layout_offsets(schema.HEADER)}
+    assert members == {
+        f.name: (off, f.size) for f, off in schema.layout_offsets(schema.HEADER)
+    }
     assert schema.HEADER_SIZE == object_btf.find("capsule_hdr").size_or_type == 64
 
 
@@ -64,36 +66,63 @@ class TestDecode:
         return bytes(buf)
 
     def test_header_area_op_and_fields(self):
-        rec = self._record("file2", 29, pid=10, tid=11, ppid=1, comm=b"mv", ret=0,
-                           dir=b"/home/a", name=b"../b/./x", new_dir=b"", new_name=b"/y")
+        rec = self._record(
+            "file2",
+            29,
+            pid=10,
+            tid=11,
+            ppid=1,
+            comm=b"mv",
+            ret=0,
+            dir=b"/home/a",
+            name=b"../b/./x",
+            new_dir=b"",
+            new_name=b"/y",
+        )
         ev = schema.decode(rec)
         assert (ev["area"], ev["op"], ev["kind"]) == ("file", "rename", "file_rename")
         assert (ev["pid"], ev["tid"], ev["ppid"], ev["comm"]) == (10, 11, 1, "mv")
         assert ev["path"] == "/home/b/x" and ev["new_path"] == "/y"
         assert "dir" not in ev and ev["error"] == 0
 
-    @pytest.mark.parametrize("raw,family,addr", [
-        (bytes([127, 0, 0, 1]) + bytes(12), 2, "127.0.0.1"),
-        (bytes(15) + b"\x01", 10, "::1"),
-        (bytes(10) + b"\xff\xff" + bytes([10, 1, 2, 3]), 2, "10.1.2.3"),  # v4-mapped
-    ])
+    @pytest.mark.parametrize(
+        "raw,family,addr",
+        [
+            (bytes([127, 0, 0, 1]) + bytes(12), 2, "127.0.0.1"),
+            (bytes(15) + b"\x01", 10, "::1"),
+            (
+                bytes(10) + b"\xff\xff" + bytes([10, 1, 2, 3]),
+                2,
+                "10.1.2.3",
+            ),  # v4-mapped
+        ],
+    )
     def test_socket_addresses(self, raw, family, addr):
         fam = 10 if family == 10 or raw[10:12] == b"\xff\xff" else 2
-        ev = schema.decode(self._record("sock", 10, family=fam, addr=raw, port=443,
-                                        sock_type=1))
-        assert (ev["family"], ev["addr"], ev["port"], ev["proto"]) == (family, addr, 443,
-                                                                        "tcp")
+        ev = schema.decode(
+            self._record("sock", 10, family=fam, addr=raw, port=443, sock_type=1)
+        )
+        assert (ev["family"], ev["addr"], ev["port"], ev["proto"]) == (
+            family,
+            addr,
+            443,
+            "tcp",
+        )
 
     def test_abstract_unix_name(self):
-        ev = schema.decode(self._record("sock", 61, family=1, unix_path=b"\0ab\0c",
-                                        path_len=5))
+        ev = schema.decode(
+            self._record("sock", 61, family=1, unix_path=b"\0ab\0c", path_len=5)
+        )
         assert ev["addr"] == "@ab\0c"  # abstract names may hold NULs
 
-    @pytest.mark.parametrize("data,message", [
-        (b"\x01\x00", "shorter than the header"),
-        (b"\xff\x7f" + bytes(62), "unknown event kind 32767"),
-        (b"\x01\x00" + bytes(70), "proc_exec record of 72 bytes, expected 1616"),
-    ])
+    @pytest.mark.parametrize(
+        "data,message",
+        [
+            (b"\x01\x00", "shorter than the header"),
+            (b"\xff\x7f" + bytes(62), "unknown event kind 32767"),
+            (b"\x01\x00" + bytes(70), "proc_exec record of 72 bytes, expected 1616"),
+        ],
+    )
     def test_bad_records(self, data, message):
         with pytest.raises(schema.DecodeError, match=message):
             schema.decode(data)

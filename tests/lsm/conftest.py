@@ -25,4 +25,3 @@ def lsm_vm(tmp_path_factory: pytest.TempPathFactory) -> vm.GuestRun:
         jobdir.mkdir()
         commands.append(builder(jobdir, loader))
     return vm.run_batch(commands)
-

@@ -42,8 +42,21 @@ def ensure_vmlinux_h() -> Path:
 def compile_bpf(source: Path, out: Path) -> Path:
     """Compile a hand-written BPF C file with CO-RE for the guest (x86_64)."""
     include = ensure_vmlinux_h().parent
-    argv = ["clang", "-target", "bpf", "-O2", "-g", "-Wall", "-Werror",
-            "-D__TARGET_ARCH_x86", f"-I{include}", "-c", str(source), "-o", str(out)]  # fmt: skip
+    argv = [
+        "clang",
+        "-target",
+        "bpf",
+        "-O2",
+        "-g",
+        "-Wall",
+        "-Werror",
+        "-D__TARGET_ARCH_x86",
+        f"-I{include}",
+        "-c",
+        str(source),
+        "-o",
+        str(out),
+    ]
     subprocess.run(argv, check=True, capture_output=True, text=True)
     return out
 
@@ -51,8 +64,16 @@ def compile_bpf(source: Path, out: Path) -> Path:
 def build_loader(workdir: Path) -> Path:
     """Build lsm_run, the C loader over the system libbpf, for the guest."""
     out = workdir / "lsm_run"
-    argv = ["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), str(HERE / "lsm_run.c"),
-            "-lbpf"]  # fmt: skip
+    argv = [
+        "gcc",
+        "-O2",
+        "-Wall",
+        "-Werror",
+        "-o",
+        str(out),
+        str(HERE / "lsm_run.c"),
+        "-lbpf",
+    ]
     subprocess.run(argv, check=True, capture_output=True, text=True)
     return out
 

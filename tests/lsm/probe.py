@@ -8,6 +8,7 @@ kernel's verdict, not Python's. A bare PATH means read.
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -30,10 +31,28 @@ def _mkdir(name: str, fd: int) -> None:
         pass
 
 
+def sock(op: str, target: str) -> None:
+    """connect or bind to HOST:PORT[:udp] (IPv6 hosts in brackets)."""
+    host, _, rest = (
+        target.rpartition("]") if target.startswith("[") else ("", "", target)
+    )
+    parts = rest.lstrip(":").split(":") if host else rest.split(":")
+    host = host.lstrip("[") if host else parts.pop(0)
+    port, udp = int(parts[0]), parts[1:] == ["udp"]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        (s.connect if op == "connect" else s.bind)((host, port))
+
+
 def attempt(item: str) -> str:
-    op, _, path = item.rpartition(":")
+    op, _, path = item.partition(":")
+    if op not in ("read", "write", "exec", "deep", "connect", "bind"):
+        op, path = "read", item
     try:
-        if op == "deep":
+        if op in ("connect", "bind"):
+            sock(op, path)
+        elif op == "deep":
             open_deep(path)
         elif op == "exec":
             done = subprocess.run([path], check=False, capture_output=True)

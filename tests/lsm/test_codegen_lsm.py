@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lsm_harness import HERE, guest_job, probe_results
 
-from capsule.codegen import artifact
+from capsule.codegen import artifact, ir
 from capsule.events import schema
 from capsule.runtime import vm
 
@@ -19,36 +19,72 @@ pytestmark = [pytest.mark.lsm, pytest.mark.slow]
 GEN = policies.GEN
 DEEP = "/run/capsule/deep"
 SCENARIO = {
-    "files": [f"{GEN}/secret", f"{GEN}/other", f"{GEN}/private/x", f"{GEN}/private/ok",
-              f"{GEN}/ask/q", f"{GEN}/a.key", f"{GEN}/a.keys", "/home/alice/.ssh/id"],
+    "files": [
+        f"{GEN}/secret",
+        f"{GEN}/other",
+        f"{GEN}/private/x",
+        f"{GEN}/private/ok",
+        f"{GEN}/ask/q",
+        f"{GEN}/a.key",
+        f"{GEN}/a.keys",
+        "/home/alice/.ssh/id",
+    ],
     "executables": [f"{GEN}/bin/tool", f"{GEN}/ok-tool", f"{GEN}/kill-tool"],
-    "probes": [f"read:{GEN}/secret", f"write:{GEN}/secret", f"read:{GEN}/other",
-               f"read:{GEN}/private/x", f"read:{GEN}/private/ok",
-               f"write:{GEN}/private/ok", f"read:{GEN}/ask/q", "write:/etc/capsule-audit",
-               f"exec:{GEN}/bin/tool", f"exec:{GEN}/ok-tool", f"exec:{GEN}/kill-tool",
-               f"read:{GEN}/a.key", f"read:{GEN}/a.keys", "read:/home/alice/.ssh/id",
-               f"deep:{DEEP}"],
-}  # fmt: skip
+    "probes": [
+        f"read:{GEN}/secret",
+        f"write:{GEN}/secret",
+        f"read:{GEN}/other",
+        f"read:{GEN}/private/x",
+        f"read:{GEN}/private/ok",
+        f"write:{GEN}/private/ok",
+        f"read:{GEN}/ask/q",
+        "write:/etc/capsule-audit",
+        f"exec:{GEN}/bin/tool",
+        f"exec:{GEN}/ok-tool",
+        f"exec:{GEN}/kill-tool",
+        f"read:{GEN}/a.key",
+        f"read:{GEN}/a.keys",
+        "read:/home/alice/.ssh/id",
+        f"deep:{DEEP}",
+    ],
+}
+NET_EXPECTED = {
+    "connect:127.0.0.1:1500": "ECONNREFUSED",  # allowed: nothing listens there
+    "connect:127.0.0.2:1500": "EPERM",  # a /32 deny beats the /8 allow
+    "connect:127.0.0.1:80": "EPERM",  # no clause: default deny
+    "connect:[::1]:80": "ECONNREFUSED",  # IPv6 allow
+    "bind:127.0.0.1:80": "EPERM",  # priority 2 deny of low ports
+    "bind:127.0.0.1:5000:udp": "ok",  # audit
+    "bind:127.0.0.1:5000": "EPERM",  # tcp: default deny
+}
+SCENARIOS = {"file_and_process": SCENARIO, "network": {"probes": list(NET_EXPECTED)}}
 
 
-def _artifact_job(name: str, workdir: Path, loader: Path, run_probes: bool):
+def _artifact_job(name: str, workdir: Path, loader: Path) -> vm.GuestCommand:
     built = artifact.build(policies.ALL[name], workdir / "artifact")
-    argv = [sys.executable, str(HERE / "guest_policy.py"), str(loader), str(built.directory)]
+    argv = [
+        sys.executable,
+        str(HERE / "guest_policy.py"),
+        str(loader),
+        str(built.directory),
+    ]
     scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(SCENARIO if run_probes else {"probes": []}))
+    scenario.write_text(json.dumps(SCENARIOS.get(name, {"probes": []})))
     return vm.GuestCommand(f"codegen_{name}", [*argv, str(scenario)], timeout=120)
 
 
 for _name in policies.ALL:
     guest_job(f"codegen_{_name}")(
-        lambda workdir, loader, name=_name: _artifact_job(
-            name, workdir, loader, name == "file_and_process"
-        )
+        lambda workdir, loader, name=_name: _artifact_job(name, workdir, loader)
     )
 
 
 def _events(result: vm.GuestResult) -> list[dict]:
-    lines = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("event ")]
+    lines = [
+        line.split()[1]
+        for line in result.stdout.splitlines()
+        if line.startswith("event ")
+    ]
     return [schema.decode(bytes.fromhex(raw)) for raw in lines]
 
 
@@ -58,34 +94,63 @@ def test_verifier_loads_and_attaches_every_generated_program(
 ) -> None:
     result = lsm_vm.results[f"codegen_{name}"]
     assert "lsm_run: loaded" in result.stdout, result.stdout + result.stderr
-    assert "lsm_run: attached file_open" in result.stdout, result.stdout + result.stderr
+    hooks = artifact.manifest(ir.lower(policies.ALL[name]), "x86_64")["hooks"]
+    assert hooks
+    for hook in hooks:
+        assert f"lsm_run: attached {hook['name']}" in result.stdout, result.stderr
 
 
 def test_generated_policy_decides_in_the_kernel_as_written(lsm_vm: vm.GuestRun) -> None:
     result = lsm_vm.results["codegen_file_and_process"]
-    assert probe_results(result) == {
-        f"read:{GEN}/secret": "EPERM",  # deny literal
-        f"write:{GEN}/secret": "EPERM",
-        f"read:{GEN}/other": "ok",  # default allow
-        f"read:{GEN}/private/x": "EPERM",  # deny prefix
-        f"read:{GEN}/private/ok": "ok",  # priority 1 allow beats the prefix deny
-        f"write:{GEN}/private/ok": "EPERM",  # the allow names read only
-        f"read:{GEN}/ask/q": "EPERM",  # escalate enforces its fallback, deny
-        "write:/etc/capsule-audit": "ok",  # audit allows
-        f"exec:{GEN}/bin/tool": "EPERM",  # process exec deny
-        f"exec:{GEN}/ok-tool": "ok",
-        f"exec:{GEN}/kill-tool": "SIGKILL",  # kill denies and kills the caller
-        f"read:{GEN}/a.key": "EPERM",  # glob, through the DFA
-        f"read:{GEN}/a.keys": "ok",
-        "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
-        f"deep:{DEEP}": "EPERM",  # longer than PATH_MAX: read has deny rules, fails closed
-    }, result.stdout + result.stderr
+    assert (
+        probe_results(result)
+        == {
+            f"read:{GEN}/secret": "EPERM",  # deny literal
+            f"write:{GEN}/secret": "EPERM",
+            f"read:{GEN}/other": "ok",  # default allow
+            f"read:{GEN}/private/x": "EPERM",  # deny prefix
+            f"read:{GEN}/private/ok": "ok",  # priority 1 allow beats the prefix deny
+            f"write:{GEN}/private/ok": "EPERM",  # the allow names read only
+            f"read:{GEN}/ask/q": "EPERM",  # escalate enforces its fallback, deny
+            "write:/etc/capsule-audit": "ok",  # audit allows
+            f"exec:{GEN}/bin/tool": "EPERM",  # process exec deny
+            f"exec:{GEN}/ok-tool": "ok",
+            f"exec:{GEN}/kill-tool": "SIGKILL",  # kill denies and kills the caller
+            f"read:{GEN}/a.key": "EPERM",  # glob, through the DFA
+            f"read:{GEN}/a.keys": "ok",
+            "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
+            f"deep:{DEEP}": "EPERM",  # > PATH_MAX: read has a deny, fails closed
+        }
+    ), result.stdout + result.stderr
 
 
-def test_generated_policy_reports_each_decision_as_an_event(lsm_vm: vm.GuestRun) -> None:
+def test_generated_network_policy_decides_in_the_kernel_as_written(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_network"]
+    assert probe_results(result) == NET_EXPECTED, result.stdout + result.stderr
+    events = _events(result)
+    denied = {
+        (e["op"], e["addr"], e["port"])
+        for e in events
+        if "DENIED" in schema.flag_names(e["flags"])
+    }
+    assert ("connect", "127.0.0.2", 1500) in denied
+    assert ("bind", "127.0.0.1", 80) in denied
+
+
+def test_generated_policy_reports_each_decision_as_an_event(
+    lsm_vm: vm.GuestRun,
+) -> None:
     events = _events(lsm_vm.results["codegen_file_and_process"])
-    seen = {(e["op"], e.get("path") or e.get("exe_path"), frozenset(schema.flag_names(e["flags"])))
-            for e in events}  # fmt: skip
+    seen = {
+        (
+            e["op"],
+            e.get("path") or e.get("exe_path"),
+            frozenset(schema.flag_names(e["flags"])),
+        )
+        for e in events
+    }
     assert ("read", f"{GEN}/secret", frozenset({"DENIED"})) in seen
     assert ("write", "/etc/capsule-audit", frozenset({"AUDIT"})) in seen
     assert ("read", f"{GEN}/ask/q", frozenset({"AUDIT", "DENIED"})) in seen

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.lsm, pytest.mark.slow]
 def _deny_inode(workdir: Path, loader: Path) -> vm.GuestCommand:
     obj = compile_bpf(HERE / "bpf" / "deny_inode.bpf.c", workdir / "deny_inode.bpf.o")
     script = str(HERE / "guest_deny_open.py")
-    return vm.GuestCommand("deny_inode", [sys.executable, script, str(loader), str(obj)])
+    return vm.GuestCommand(
+        "deny_inode", [sys.executable, script, str(loader), str(obj)]
+    )
 
 
 @guest_job("guest_facts")
@@ -56,7 +58,9 @@ class TestVmErrors:
         with pytest.raises(vm.VmUnavailable, match="failed to find kernel image"):
             vm.find_kernel("/boot/vmlinuz-does-not-exist")
 
-    def test_missing_qemu_is_one_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_missing_qemu_is_one_clear_error(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("PATH", "/nonexistent")
         with pytest.raises(vm.VmUnavailable, match="failed to find qemu-system-x86_64"):
             vm.check_available()
@@ -69,4 +73,6 @@ class TestVmErrors:
 
     def test_duplicate_job_names_are_refused(self) -> None:
         with pytest.raises(ValueError, match="unique"):
-            vm.run_batch([vm.GuestCommand("a", ["true"]), vm.GuestCommand("a", ["true"])])
+            vm.run_batch(
+                [vm.GuestCommand("a", ["true"]), vm.GuestCommand("a", ["true"])]
+            )

@@ -6,8 +6,8 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from capsule.ml import train  # noqa: E402
-from capsule.ml.features import FeatureSpec, Window  # noqa: E402
+from capsule.ml import train
+from capsule.ml.features import FeatureSpec, Window
 
 
 def test_onnx_and_sklearn_agree(adfa_traces):
@@ -16,13 +16,16 @@ def test_onnx_and_sklearn_agree(adfa_traces):
     rows = np.stack([spec.vectorize(Window(syscalls=t.syscalls)) for t in sample])
     labels = np.array([t.label for t in sample])
     model = train.fit_model(rows, labels)
-    session = ort.InferenceSession(train.export_onnx(model, rows.shape[1]),
-                                   providers=["CPUExecutionProvider"])
-    probs, contributions = session.run(["probabilities", "contributions"],
-                                       {"features": rows})
+    session = ort.InferenceSession(
+        train.export_onnx(model, rows.shape[1]), providers=["CPUExecutionProvider"]
+    )
+    probs, contributions = session.run(
+        ["probabilities", "contributions"], {"features": rows}
+    )
     np.testing.assert_allclose(probs, model.predict_proba(rows), atol=1e-5)
-    np.testing.assert_allclose(contributions, rows * model.coef_[0], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        contributions, rows * model.coef_[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_export_is_reproducible(adfa_traces):

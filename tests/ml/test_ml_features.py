@@ -15,13 +15,20 @@ from capsule.ml.features import (
     window_from_events,
 )
 
-SPEC = FeatureSpec("syscalls", ("close", "open", "open read", "open read close", "read"))
+SPEC = FeatureSpec(
+    "syscalls", ("close", "open", "open read", "open read close", "read")
+)
 
 
 def test_ngram_columns_hold_log_counts():
     row = SPEC.vectorize(Window(syscalls=("open", "read", "close", "open", "read")))
-    expected = [math.log1p(1), math.log1p(2), math.log1p(2), math.log1p(1),
-                math.log1p(2)]
+    expected = [
+        math.log1p(1),
+        math.log1p(2),
+        math.log1p(2),
+        math.log1p(1),
+        math.log1p(2),
+    ]
     np.testing.assert_allclose(row, expected, rtol=1e-6)
 
 
@@ -62,13 +69,31 @@ def test_path_class(path, workspace, expected):
 
 EVENTS = [
     ({"area": "process", "op": "exec", "exe": "/usr/bin/curl"}, "process.exec:fetch"),
-    ({"area": "process", "op": "exec", "exe": "/usr/bin/python3.11"},
-     "process.exec:python"),
+    (
+        {"area": "process", "op": "exec", "exe": "/usr/bin/python3.11"},
+        "process.exec:python",
+    ),
     ({"area": "file", "op": "delete", "path": "/etc/passwd"}, "file.delete:etc"),
-    ({"area": "network", "op": "send", "addr": "8.8.8.8", "port": 53, "sock_type": 2},
-     "network.send:net-udp-dns"),
-    ({"area": "network", "op": "connect", "addr": "127.0.0.1", "port": 8000,
-      "sock_type": 1}, "network.connect:lo-tcp-port"),
+    (
+        {
+            "area": "network",
+            "op": "send",
+            "addr": "8.8.8.8",
+            "port": 53,
+            "sock_type": 2,
+        },
+        "network.send:net-udp-dns",
+    ),
+    (
+        {
+            "area": "network",
+            "op": "connect",
+            "addr": "127.0.0.1",
+            "port": 8000,
+            "sock_type": 1,
+        },
+        "network.connect:lo-tcp-port",
+    ),
     ({"area": "creds", "op": "setuid"}, "creds.setuid"),
 ]
 
@@ -83,17 +108,31 @@ def test_events_window_counts_what_the_events_show():
         {"area": "file", "op": "read", "path": "/a", "pid": 1},
         {"area": "file", "op": "read", "path": "/a", "pid": 2},
         {"area": "file", "op": "write", "path": "/b", "pid": 2},
-        {"area": "network", "op": "send", "addr": "10.0.0.1", "port": 53,
-         "send_len": 40, "pid": 2},
+        {
+            "area": "network",
+            "op": "send",
+            "addr": "10.0.0.1",
+            "port": 53,
+            "send_len": 40,
+            "pid": 2,
+        },
     ]
     window = window_from_events(events, task="fix the tests", resources={"cpu_ns": 5})
-    assert window.resources == {"processes": 2, "files": 2, "peers": 1,
-                                "bytes_sent": 40, "cpu_ns": 5}
+    assert window.resources == {
+        "processes": 2,
+        "files": 2,
+        "peers": 1,
+        "bytes_sent": 40,
+        "cpu_ns": 5,
+    }
 
 
 def test_task_features_depend_on_the_task_only_through_its_words():
-    spec = FeatureSpec("events", ("file.read:etc",),
-                       groups=("ngrams", "resources", "task", "task_cross"))
+    spec = FeatureSpec(
+        "events",
+        ("file.read:etc",),
+        groups=("ngrams", "resources", "task", "task_cross"),
+    )
     events = ({"area": "file", "op": "read", "path": "/etc/hosts"},)
     a = spec.vectorize(Window(events=events, task="Install numpy"))
     b = spec.vectorize(Window(events=events, task="install  NUMPY install"))
@@ -101,15 +140,22 @@ def test_task_features_depend_on_the_task_only_through_its_words():
     assert len(a) == len(spec.names()) == 1 + 7 + 64 + 256
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    assert task_words("Run pytest, then git-commit") == ["run", "pytest", "then",
-                                                         "git-commit"]
+    assert task_words("Run pytest, then git-commit") == [
+        "run",
+        "pytest",
+        "then",
+        "git-commit",
+    ]
 
 
 BAD_WINDOWS = [
     ({"syscall": ["read"]}, "unknown key 'syscall'"),
     ({"syscalls": [3, 4]}, "syscalls must be names (strings)"),
     ({"events": [{"area": "file"}]}, "each event needs 'area' and 'op'"),
-    ({"syscalls": ["read"], "resources": {"cpu_ns": "lots"}}, "resources must map names to numbers"),
+    (
+        {"syscalls": ["read"], "resources": {"cpu_ns": "lots"}},
+        "resources must map names to numbers",
+    ),
 ]
 
 

@@ -84,10 +84,14 @@ def _held_out(traces, label, count):
 
 
 def test_held_out_traces_score_in_the_expected_direction(classifier, adfa_traces):
-    normal = [classifier.classify(Window(syscalls=t.syscalls))
-              for t in _held_out(adfa_traces, 0, 20)]
-    attacks = [classifier.classify(Window(syscalls=t.syscalls))
-               for t in _held_out(adfa_traces, 1, 20)]
+    normal = [
+        classifier.classify(Window(syscalls=t.syscalls))
+        for t in _held_out(adfa_traces, 0, 20)
+    ]
+    attacks = [
+        classifier.classify(Window(syscalls=t.syscalls))
+        for t in _held_out(adfa_traces, 1, 20)
+    ]
     assert np.median([v.score for v in attacks]) > 0.9
     assert np.median([v.score for v in normal]) < 0.1
     assert sum(v.risky for v in attacks) >= 14
@@ -114,7 +118,8 @@ def test_contributions_add_up_to_the_score(classifier):
     b = Window(syscalls=("open", "mmap2", "execve") * 30)
     rows = np.stack([classifier.spec.vectorize(a), classifier.spec.vectorize(b)])
     probs, contributions = classifier._session.run(
-        ["probabilities", "contributions"], {"features": rows})
+        ["probabilities", "contributions"], {"features": rows}
+    )
     intercepts = logit(probs[:, 1]) - contributions.sum(axis=1)
     assert intercepts[0] == pytest.approx(intercepts[1], abs=1e-3)
 

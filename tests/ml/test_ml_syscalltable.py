@@ -8,10 +8,20 @@ from capsule.ml import syscalltable
 from capsule.ml.i386_syscalls import I386_SYSCALLS
 
 
-@pytest.mark.parametrize("number, name", [
-    (1, "exit"), (3, "read"), (5, "open"), (11, "execve"), (102, "socketcall"),
-    (120, "clone"), (192, "mmap2"), (195, "stat64"), (252, "exit_group"),
-])
+@pytest.mark.parametrize(
+    "number, name",
+    [
+        (1, "exit"),
+        (3, "read"),
+        (5, "open"),
+        (11, "execve"),
+        (102, "socketcall"),
+        (120, "clone"),
+        (192, "mmap2"),
+        (195, "stat64"),
+        (252, "exit_group"),
+    ],
+)
 def test_i386_numbers_not_x86_64(number, name):
     # x86_64 would say 5 = fstat, 11 = munmap, 102 = getuid
     assert syscalltable.i386_name(number) == name
@@ -28,8 +38,10 @@ def test_parse_header_reads_defines_only():
 
 def test_committed_table_matches_the_installed_header(tmp_path):
     if not syscalltable.DEFAULT_HEADER.exists():
-        pytest.skip(f"{syscalltable.DEFAULT_HEADER} is missing (apt-get install "
-                    "linux-libc-dev) so the committed table cannot be compared")
+        pytest.skip(
+            f"{syscalltable.DEFAULT_HEADER} is missing (apt-get install "
+            "linux-libc-dev) so the committed table cannot be compared"
+        )
     out = tmp_path / "table.py"
     syscalltable.generate(syscalltable.DEFAULT_HEADER, out)
     namespace: dict = {}

@@ -1,4 +1,4 @@
-"""build.py and libbpf.py: compile errors, load errors with the verifier log, maps, rodata."""
+"""build.py and libbpf.py: compile and load errors, the verifier log, maps, rodata."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import re
 import struct
 
 import pytest
+from tracer_helpers import require_root
 
 from capsule.errors import CapsuleError
 from capsule.runtime import build
-
-from tracer_helpers import require_root
 
 BAD_PROGRAM = r"""
 #include "vmlinux.h"
@@ -59,7 +58,9 @@ class TestBuild:
         monkeypatch.setenv("PATH", str(tmp_path))
         with pytest.raises(CapsuleError) as err:
             build.compile_bpf(build.BPF_DIR / "trace.bpf.c", build_dir=tmp_path)
-        assert err.value.message == "failed to compile trace.bpf.c: clang is not installed"
+        assert (
+            err.value.message == "failed to compile trace.bpf.c: clang is not installed"
+        )
         assert "apt-get install clang" in err.value.hint
 
     def test_compile_error_names_file_and_line(self, tmp_path):
@@ -84,7 +85,9 @@ class TestBuild:
 
 @pytest.mark.bpf
 class TestLibbpf:
-    def test_verifier_rejection_is_one_line_and_full_log_at_debug(self, tmp_path, caplog):
+    def test_verifier_rejection_is_one_line_and_full_log_at_debug(
+        self, tmp_path, caplog
+    ):
         require_root()
         from capsule.runtime import libbpf
 
@@ -92,8 +95,11 @@ class TestLibbpf:
         caplog.set_level(logging.DEBUG, logger="capsule.runtime.libbpf")
         with libbpf.BpfObject(obj_path) as obj, pytest.raises(CapsuleError) as err:
             obj.load()
-        assert re.fullmatch(rf"failed to load BPF object {re.escape(obj_path.name)}: "
-                            r"[A-Za-z ]+ \((EACCES|EINVAL)\)", err.value.message)
+        assert re.fullmatch(
+            rf"failed to load BPF object {re.escape(obj_path.name)}: "
+            r"[A-Za-z ]+ \((EACCES|EINVAL)\)",
+            err.value.message,
+        )
         assert err.value.hint.startswith("verifier: ")
         assert "-- BEGIN PROG LOAD LOG --" in caplog.text  # the whole log, at DEBUG
         assert "invalid" in caplog.text or "out of bounds" in caplog.text
@@ -114,6 +120,40 @@ class TestLibbpf:
             link.destroy()
         assert struct.unpack("<I", value)[0] == 42
 
+    def test_pin_map_and_link_in_bpffs(self, tmp_path):
+        require_root()
+        import os
+        import subprocess
+        import uuid
+
+        from capsule.runtime import libbpf
+
+        bpffs = "/sys/fs/bpf"
+        if not os.path.ismount(bpffs):
+            subprocess.run(["mount", "-t", "bpf", "bpf", bpffs], check=True)
+        obj_path = _compile(tmp_path, GOOD_PROGRAM)
+        pins = [f"{bpffs}/capsule-test-{uuid.uuid4().hex[:8]}-{n}" for n in ("m", "l")]
+        try:
+            with libbpf.BpfObject(obj_path) as obj:
+                obj.load()
+                obj.map("answer").pin(pins[0])
+                link = obj.program("store_answer").attach()
+                link.pin(pins[1])
+                link.destroy()
+            # the pins keep both alive after the object is closed
+            out = subprocess.run(
+                ["bpftool", "link", "show", "pinned", pins[1]],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert "raw_tracepoint" in out.stdout and "sys_enter" in out.stdout
+            assert os.path.exists(pins[0])
+        finally:
+            for pin in pins:
+                if os.path.exists(pin):
+                    os.unlink(pin)
+
     def test_set_rodata_rejects_wrong_size_and_unknown_names(self, tmp_path):
         require_root()
         from capsule.runtime import libbpf
@@ -128,5 +168,7 @@ class TestLibbpf:
     def test_open_missing_object(self, tmp_path):
         from capsule.runtime import libbpf
 
-        with pytest.raises(CapsuleError, match=r"failed to open BPF object .*nope.o: No "):
+        with pytest.raises(
+            CapsuleError, match=r"failed to open BPF object .*nope.o: No "
+        ):
             libbpf.BpfObject(tmp_path / "nope.o")

@@ -116,7 +116,12 @@ class TestLines:
             (
                 "network",
                 "send",
-                {"address": "127.0.0.1:53", "proto": "udp", "send_len": 30, "family": 2},
+                {
+                    "address": "127.0.0.1:53",
+                    "proto": "udp",
+                    "send_len": 30,
+                    "family": 2,
+                },
                 "udp 127.0.0.1:53 30 bytes",
             ),
             (

@@ -1,4 +1,4 @@
-"""The tracer against the real kernel: each area's events, paths, addresses and parentage."""
+"""The tracer on the real kernel: each area's events, paths, addresses, parentage."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from tracer_helpers import collect, of_kind, one, require_root, run_traced
+from tracer_helpers import of_kind, one, require_root, run_traced
 
 pytestmark = pytest.mark.bpf
 PY = sys.executable
@@ -35,7 +34,7 @@ def py(tracer, code: str, **kw) -> list[dict]:
     return run_traced(tracer, [PY, "-S", "-c", textwrap.dedent(code)], **kw)
 
 
-# -- 1 process ----------------------------------------------------------------------
+# -- 1 process -------------------------------------------------------------------------
 
 
 def test_exec_fork_exit_and_parentage(tracer, tmp_path):
@@ -57,30 +56,51 @@ def test_exec_fork_exit_and_parentage(tracer, tmp_path):
     assert one(events, "proc_exit", pid=root["pid"])["exit_status"] == 3
 
 
+def test_threads_are_in_scope_with_their_tid(tracer, tmp_path):
+    target = tmp_path / "from-thread"
+    events = py(
+        tracer,
+        f"""
+        import threading
+        t = threading.Thread(target=lambda: open({str(target)!r}, "w").close())
+        t.start(); t.join()
+    """,
+    )
+    created = one(events, "file_create", path=str(target))
+    assert created["tid"] != created["pid"]
+    assert not of_kind(events, "proc_fork")  # a thread is not a new process
+
+
 def test_setsid_and_killed_exit(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import os, signal
         pid = os.fork()
         if pid == 0:
             os.setsid(); os.kill(os.getpid(), signal.SIGKILL)
         os.waitpid(pid, 0)
-    """)
+    """,
+    )
     setsid = one(events, "proc_setsid")
     assert setsid["ret"] == setsid["pid"]  # the new session id is the caller's pid
     assert one(events, "proc_exit", pid=setsid["pid"])["exit_signal"] == 9
 
 
-# -- 2 network ------------------------------------------------------------------------
+# -- 2 network -------------------------------------------------------------------------
 
 
 def test_tcp_ipv4_connect_listen_accept(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import socket
         srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
         cli = socket.create_connection(srv.getsockname())
         conn, _ = srv.accept()
         print(srv.getsockname()[1], cli.getsockname()[1])
-    """)
+    """,
+    )
     listen = one(events, "net_listen")
     port = listen["port"]
     assert listen["addr"] == "127.0.0.1" and listen["proto"] == "tcp"
@@ -93,7 +113,9 @@ def test_tcp_ipv4_connect_listen_accept(tracer):
 
 
 def test_udp_ipv6_and_ipv4_mapped(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import socket
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.sendto(b"x", ("127.0.0.1", 9))
@@ -102,7 +124,8 @@ def test_udp_ipv6_and_ipv4_mapped(tracer):
         m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         try: m.connect(("::ffff:127.0.0.1", 9))
         except OSError: pass
-    """)
+    """,
+    )
     send4 = one(events, "net_send", addr="127.0.0.1", port=9)
     assert send4["proto"] == "udp" and send4["send_len"] == 1
     send6 = one(events, "net_send", addr="::1", port=9)
@@ -115,26 +138,31 @@ def test_udp_ipv6_and_ipv4_mapped(tracer):
 def test_unix_sockets_by_path_and_abstract_name(tracer, tmp_path):
     path = tmp_path / "s.sock"
     name = f"capsule-test-{uuid.uuid4().hex[:8]}"
-    events = py(tracer, f"""
+    events = py(
+        tracer,
+        f"""
         import socket
         srv = socket.socket(socket.AF_UNIX); srv.bind({str(path)!r}); srv.listen()
         c = socket.socket(socket.AF_UNIX); c.connect({str(path)!r})
         a = socket.socket(socket.AF_UNIX); a.bind("\\0{name}"); a.listen()
         b = socket.socket(socket.AF_UNIX); b.connect("\\0{name}")
-    """)
+    """,
+    )
     assert one(events, "net_bind", addr=str(path))["family"] == socket.AF_UNIX
     assert one(events, "ipc_unix_connect", addr=str(path))["ret"] == 0
     assert one(events, "ipc_unix_connect", addr="@" + name)["ret"] == 0
     assert one(events, "net_listen", addr="@" + name)
 
 
-# -- 3 file ---------------------------------------------------------------------------
+# -- 3 file ----------------------------------------------------------------------------
 
 
 def test_dirfd_and_cwd_relative_opens_show_absolute_paths(tracer, tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "old.txt").write_text("x")
-    events = py(tracer, f"""
+    events = py(
+        tracer,
+        f"""
         import os
         d = os.open({str(tmp_path)!r}, os.O_RDONLY | os.O_DIRECTORY)
         fd = os.open("sub/new.txt", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=d)
@@ -143,7 +171,8 @@ def test_dirfd_and_cwd_relative_opens_show_absolute_paths(tracer, tmp_path):
         os.close(os.open("old.txt", os.O_WRONLY | os.O_TRUNC))
         try: os.open("missing/x", os.O_RDONLY, dir_fd=d)
         except OSError: pass
-    """)
+    """,
+    )
     assert one(events, "file_create", path=f"{tmp_path}/sub/new.txt")["ret"] >= 0
     assert one(events, "file_read", path=f"{tmp_path}/sub/old.txt")["fd"] >= 0
     assert one(events, "file_write", path=f"{tmp_path}/sub/old.txt")
@@ -151,7 +180,9 @@ def test_dirfd_and_cwd_relative_opens_show_absolute_paths(tracer, tmp_path):
 
 
 def test_name_based_file_operations(tracer, tmp_path):
-    events = py(tracer, f"""
+    events = py(
+        tracer,
+        f"""
         import os
         os.chdir({str(tmp_path)!r})
         os.mkdir("d"); open("d/f", "w").close()
@@ -159,7 +190,8 @@ def test_name_based_file_operations(tracer, tmp_path):
         os.rename("d/f", "g"); os.link("g", "h"); os.symlink("g", "d/s")
         os.unlink("h"); os.unlink("d/s"); os.rmdir("d")
         fd = os.open("g", os.O_RDWR); os.ftruncate(fd, 3); os.fchmod(fd, 0o600)
-    """)
+    """,
+    )
     t = str(tmp_path)
     assert one(events, "file_mkdir", path=f"{t}/d")["arg"] == 0o777
     assert one(events, "file_chmod", path=f"{t}/d/f")["arg"] == 0o640
@@ -188,18 +220,21 @@ def test_long_path_is_flagged_truncated(tracer, tmp_path):
     assert opened and "TRUNCATED" in flag_names(opened[0]["flags"])
 
 
-# -- 4 credentials ----------------------------------------------------------------------
+# -- 4 credentials ---------------------------------------------------------------------
 
 
 def test_setuid_setgid_capset(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import ctypes, os
         os.setgid(0); os.setresuid(0, 0, 0)
         libc = ctypes.CDLL(None, use_errno=True)
         hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
         data = (ctypes.c_uint32 * 6)()
         libc.capget(hdr, data); data[0] = 0; libc.capset(hdr, data)
-    """)
+    """,
+    )
     assert one(events, "cred_setgid", arg0=0)["new_egid"] == 0
     assert one(events, "cred_setuid", arg0=0, arg1=0, arg2=0)["ret"] == 0
     capset = one(events, "cred_capset")
@@ -216,20 +251,23 @@ def test_setuid_binary_exec_changes_creds(tracer, tmp_path):
     assert creds["new_euid"] == 65534 and creds["new_uid"] == 0
 
 
-# -- 5 memory ----------------------------------------------------------------------------
+# -- 5 memory --------------------------------------------------------------------------
 
 
 def test_wx_memfd_fileless_exec_module_and_bpf(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import ctypes, mmap, os
         m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall(313, os.open("/dev/null", os.O_RDONLY), b"", 0)   # finit_module
-        libc.syscall(321, 5, None, 0)                                    # bpf(PROG_LOAD)
+        libc.syscall(321, 5, None, 0)  # bpf(BPF_PROG_LOAD)
         fd = os.memfd_create("capsule-mem")
         os.write(fd, open("/bin/true", "rb").read())
         os.execve(fd, ["true"], {})
-    """)
+    """,
+    )
     wx = one(events, "mem_wx")
     assert wx["length"] == 4096 and wx["prot"] == 7 and wx["addr"] != 0
     memfd = one(events, "mem_memfd")
@@ -240,11 +278,29 @@ def test_wx_memfd_fileless_exec_module_and_bpf(tracer):
     assert "capsule-mem" in fileless["path"]
 
 
-# -- 6 IPC ------------------------------------------------------------------------------------
+def test_exec_of_a_deleted_file_is_fileless(tracer, tmp_path):
+    exe = tmp_path / "gone"
+    shutil.copy("/bin/true", exe)
+    events = py(
+        tracer,
+        f"""
+        import os
+        fd = os.open({str(exe)!r}, os.O_RDONLY)
+        os.unlink({str(exe)!r})
+        os.execve(fd, ["gone"], {{}})
+    """,
+    )
+    assert one(events, "mem_fileless_exec")["path"] == str(exe)
+    assert one(events, "proc_exec", exe_path=str(exe))
+
+
+# -- 6 IPC -----------------------------------------------------------------------------
 
 
 def test_pipes_sysv_posix_ptrace_and_vm_write(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import ctypes, os, signal, time
         libc = ctypes.CDLL(None, use_errno=True)
         r, w = os.pipe(); print(r, w, flush=True)
@@ -253,11 +309,13 @@ def test_pipes_sysv_posix_ptrace_and_vm_write(tracer):
         pid = os.fork()
         if pid == 0:
             time.sleep(2); os._exit(0)
-        libc.ptrace(16, pid, None, None); os.waitpid(pid, 0); libc.ptrace(17, pid, None, 0)
+        libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+        os.waitpid(pid, 0); libc.ptrace(17, pid, None, 0)
         buf = ctypes.create_string_buffer(8)
         iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
         libc.process_vm_writev(os.getpid(), iov, 1, iov, 1, 0)
-    """)
+    """,
+    )
     pipe = one(events, "ipc_pipe")
     assert pipe["fd0"] >= 0 and pipe["fd1"] == pipe["fd0"] + 1
     assert one(events, "ipc_shm")["id"] >= 0
@@ -270,22 +328,45 @@ def test_pipes_sysv_posix_ptrace_and_vm_write(tracer):
     assert vm["target_pid"] == vm["pid"] and vm["ret"] == 8
 
 
-# -- 7 devices ----------------------------------------------------------------------------------
+# -- 7 devices -------------------------------------------------------------------------
 
 
 def test_device_open_has_major_minor(tracer):
-    events = py(tracer, "open('/dev/null', 'w').close(); open('/dev/zero', 'rb').close()")
+    events = py(
+        tracer, "open('/dev/null', 'w').close(); open('/dev/zero', 'rb').close()"
+    )
     null = one(events, "dev_open", path="/dev/null")
     assert (null["major"], null["minor"]) == (1, 3) and stat.S_ISCHR(null["mode"])
     assert one(events, "dev_open", path="/dev/zero")["minor"] == 5
 
 
-# -- 8 system -------------------------------------------------------------------------------------
+def test_device_ioctl_names_device_and_command(tracer):
+    events = py(
+        tracer,
+        """
+        import fcntl, os, termios
+        fd = os.open("/dev/null", os.O_RDONLY)
+        try: fcntl.ioctl(fd, termios.TCGETS, bytes(64))
+        except OSError: pass
+        r, w = os.pipe()
+        try: fcntl.ioctl(r, termios.FIONREAD, bytes(4))
+        except OSError: pass
+    """,
+    )
+    ioctl = one(events, "dev_ioctl", path="/dev/null")
+    assert ioctl["cmd"] == 0x5401 and (ioctl["major"], ioctl["minor"]) == (1, 3)
+    assert ioctl["error"] == 25  # ENOTTY
+    assert not of_kind(events, "dev_ioctl", cmd=0x541B)  # FIONREAD on a pipe: no event
+
+
+# -- 8 system --------------------------------------------------------------------------
 
 
 def test_mount_umount_chroot_pivot_root(tracer, tmp_path):
     (tmp_path / "m").mkdir()
-    events = py(tracer, f"""
+    events = py(
+        tracer,
+        f"""
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         libc.unshare(0x20000)                       # CLONE_NEWNS: keep the host clean
@@ -298,16 +379,21 @@ def test_mount_umount_chroot_pivot_root(tracer, tmp_path):
         if pid == 0:
             os.chroot("m"); os._exit(0)
         os.waitpid(pid, 0)
-    """)
+    """,
+    )
     t = str(tmp_path)
     mount = one(events, "sys_mount", path=f"{t}/m")
-    assert mount["fstype"] == "tmpfs" and mount["source"] == "capsule" and mount["ret"] == 0
+    assert (
+        mount["fstype"] == "tmpfs"
+        and mount["source"] == "capsule"
+        and mount["ret"] == 0
+    )
     assert one(events, "sys_pivot_root", path=f"{t}/m", new_path=f"{t}/m/old")
     assert one(events, "sys_umount", path=f"{t}/m")["ret"] == 0
     assert one(events, "sys_chroot", path=f"{t}/m")["ret"] == 0
 
 
-# -- 9 namespaces ------------------------------------------------------------------------------------
+# -- 9 namespaces ----------------------------------------------------------------------
 
 CLONE_C = r"""
 #define _GNU_SOURCE
@@ -331,7 +417,9 @@ def test_unshare_setns_clone_setrlimit_cgroup_move(tracer, tmp_path):
     group = CGROUP2 / f"capsule-test-{uuid.uuid4().hex[:8]}"
     group.mkdir()
     try:
-        events = py(tracer, f"""
+        events = py(
+            tracer,
+            f"""
             import ctypes, os, resource, subprocess
             libc = ctypes.CDLL(None, use_errno=True)
             fd = os.open("/proc/self/ns/uts", os.O_RDONLY)
@@ -344,7 +432,8 @@ def test_unshare_setns_clone_setrlimit_cgroup_move(tracer, tmp_path):
                 open({str(group / "cgroup.procs")!r}, "w").write(str(os.getpid()))
                 os._exit(0)
             os.waitpid(pid, 0)
-        """)
+        """,
+        )
     finally:
         group.rmdir()
     assert one(events, "ns_unshare", ns_flags=0x04000000)["ret"] == 0
@@ -353,14 +442,18 @@ def test_unshare_setns_clone_setrlimit_cgroup_move(tracer, tmp_path):
     assert (rlim["rlim_cur"], rlim["rlim_max"]) == (256, 512)
     assert one(events, "ns_clone")["clone_flags"] & 0x04000000
     move = one(events, "ns_cgroup_move")
-    assert move["cgroup_path"].endswith(group.name) and move["target_pid"] == move["pid"]
+    assert (
+        move["cgroup_path"].endswith(group.name) and move["target_pid"] == move["pid"]
+    )
 
 
-# -- 10 signals --------------------------------------------------------------------------------------
+# -- 10 signals ------------------------------------------------------------------------
 
 
 def test_kill_and_tgkill_have_sender_target_signal(tracer):
-    events = py(tracer, """
+    events = py(
+        tracer,
+        """
         import os, signal, time
         pid = os.fork()
         if pid == 0:
@@ -368,12 +461,15 @@ def test_kill_and_tgkill_have_sender_target_signal(tracer):
         os.kill(pid, signal.SIGTERM); os.waitpid(pid, 0)
         signal.signal(signal.SIGUSR1, lambda *a: None)
         signal.pthread_kill(__import__("threading").get_ident(), signal.SIGUSR1)
-    """)
+    """,
+    )
     child = one(events, "proc_fork")["child_pid"]
     kill = one(events, "sig_send", target_pid=child)
     assert kill["sig"] == 15 and kill["pid"] != child
     tgkill = one(events, "sig_send", sig=10)
-    assert tgkill["target_pid"] == tgkill["pid"] and tgkill["target_tid"] == tgkill["tid"]
+    assert (
+        tgkill["target_pid"] == tgkill["pid"] and tgkill["target_tid"] == tgkill["tid"]
+    )
 
 
 INT80_C = r"""
@@ -383,7 +479,8 @@ int main(void)
 {
 	long ret;
 
-	asm volatile("int $0x80" : "=a"(ret) : "a"(2L) : "memory"); /* ia32 fork = x86-64 open */
+	/* ia32 syscall 2 is fork; x86-64 syscall 2 is open */
+	asm volatile("int $0x80" : "=a"(ret) : "a"(2L) : "memory");
 	if (ret == 0)
 		_exit(0);
 	waitpid(ret, 0, 0);
@@ -401,7 +498,7 @@ def test_32bit_syscalls_are_not_misread_as_64bit_ones(tracer, tmp_path):
     assert not [e for e in events if e["pid"] == main["pid"] and e.get("syscall") == 2]
 
 
-# -- scope and accounting ------------------------------------------------------------------------------
+# -- scope and accounting --------------------------------------------------------------
 
 
 def test_untracked_processes_are_not_seen(tracer, tmp_path):
@@ -421,9 +518,11 @@ def test_cgroup_scope_sees_only_the_cgroup():
     try:
         with Tracer(cgroup_path=group) as t:
             t.start()
-            subprocess.run(["sh", "-c", f"echo $$ > {group}/cgroup.procs && "
-                            "exec cat /etc/hostname"], stdout=subprocess.DEVNULL)
-            subprocess.run(["cat", "/etc/os-release"], stdout=subprocess.DEVNULL)
+            inside = f"echo $$ > {group}/cgroup.procs && exec cat /etc/hostname"
+            subprocess.run(["sh", "-c", inside], stdout=subprocess.DEVNULL, check=True)
+            subprocess.run(
+                ["cat", "/etc/os-release"], stdout=subprocess.DEVNULL, check=True
+            )
             events = t.poll(100) + t.poll(100)
     finally:
         group.rmdir()
@@ -449,5 +548,42 @@ def test_ring_buffer_drops_are_counted():
         os.waitpid(pid, 0)  # nobody reads while the child runs
         events = t.poll(0)
         stats = t.stats()
-    assert stats["drops"] > 0
+    assert stats["drops"] > 0 and stats["missed"] >= 0
     assert len(of_kind(events, "file_read")) + stats["drops"] >= 2000
+
+
+OPEN_LOOP = "import os\nfor _ in range(3000): os.close(os.open('/etc/hostname', 0))"
+
+
+def test_small_ring_wraps_without_corrupting_records():
+    require_root()
+    from capsule.runtime.tracer import Tracer
+
+    with Tracer(ring_size=4096 * 4) as t:  # each open is 632 bytes: wraps every ~25
+        t.start()
+        events = run_traced(
+            t,
+            [
+                PY,
+                "-S",
+                "-c",
+                OPEN_LOOP,
+            ],
+        )
+        stats = t.stats()
+    opens = of_kind(events, "file_read", path="/etc/hostname")
+    assert stats["decode_errors"] == 0 and len(opens) > 100
+    assert all(e["ret"] >= 0 and e["pid"] == opens[0]["pid"] for e in opens)
+    assert len(opens) + stats["drops"] >= 3000
+
+
+@pytest.mark.parametrize("path", ["/tmp", "/sys/fs/cgroup/unified/no-such-group"])
+def test_cgroup_scope_must_be_a_cgroup2_directory(path):
+    from capsule.errors import CapsuleError
+    from capsule.runtime.tracer import Tracer
+
+    with Tracer(cgroup_path=path) as t, pytest.raises(CapsuleError) as err:
+        t.start()
+    assert err.value.message == (
+        f"failed to scope to cgroup {path}: not a cgroup v2 directory"
+    )

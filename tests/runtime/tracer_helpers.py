@@ -17,9 +17,10 @@ def require_root() -> None:
         pytest.skip(ROOT_REASON)
 
 
-def run_traced(tracer, argv: list[str], timeout: float = 20.0,
-               env: dict | None = None) -> list[dict]:
-    """Start argv blocked on a pipe, track it, release it, and return its tree's events."""
+def run_traced(
+    tracer, argv: list[str], timeout: float = 20.0, env: dict | None = None
+) -> list[dict]:
+    """Start argv blocked on a pipe, track it, release it; return its tree's events."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: wait for the tracer, then exec
@@ -54,12 +55,16 @@ def collect(tracer, pid: int, timeout: float) -> list[dict]:
 
 
 def of_kind(events: list[dict], kind: str, **fields) -> list[dict]:
-    return [e for e in events if e["kind"] == kind
-            and all(e.get(k) == v for k, v in fields.items())]
+    return [
+        e
+        for e in events
+        if e["kind"] == kind and all(e.get(k) == v for k, v in fields.items())
+    ]
 
 
 def one(events: list[dict], kind: str, **fields) -> dict:
     found = of_kind(events, kind, **fields)
     assert found, f"no {kind} event with {fields}; kinds seen: " + ", ".join(
-        sorted({e['kind'] for e in events}))
+        sorted({e["kind"] for e in events})
+    )
     return found[0]

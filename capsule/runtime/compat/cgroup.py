@@ -25,7 +25,9 @@ CGROUP2_MAGIC = 0x63677270
 def cgroup2_root() -> Path | None:
     """Where cgroup v2 is mounted: /sys/fs/cgroup/unified (hybrid) or /sys/fs/cgroup."""
     for candidate in (UNIFIED, Path("/sys/fs/cgroup")):
-        if (candidate / "cgroup.procs").exists() and (candidate / "cgroup.threads").exists():
+        if (candidate / "cgroup.procs").exists() and (
+            candidate / "cgroup.threads"
+        ).exists():
             return candidate
     return None
 
@@ -36,13 +38,17 @@ class AgentCgroup:
     def __init__(self, name: str) -> None:
         root = cgroup2_root()
         if root is None:
-            raise CapsuleError("failed to create the agent's cgroup: no cgroup v2 mount",
-                               hint="mount cgroup2, e.g. at /sys/fs/cgroup/unified")
+            raise CapsuleError(
+                "failed to create the agent's cgroup: no cgroup v2 mount",
+                hint="mount cgroup2, e.g. at /sys/fs/cgroup/unified",
+            )
         self.path = root / "capsule" / name
         try:
             self.path.mkdir(parents=True)
         except OSError as err:
-            raise CapsuleError(f"failed to create cgroup {self.path}: {err.strerror}") from err
+            raise CapsuleError(
+                f"failed to create cgroup {self.path}: {err.strerror}"
+            ) from err
 
     def fd(self) -> int:
         """An O_RDONLY directory fd, as BPF_PROG_ATTACH wants."""
@@ -52,8 +58,9 @@ class AgentCgroup:
         try:
             (self.path / "cgroup.procs").write_text(f"{pid}\n")
         except OSError as err:
-            raise CapsuleError(f"failed to move pid {pid} into {self.path}: "
-                               f"{err.strerror}") from err
+            raise CapsuleError(
+                f"failed to move pid {pid} into {self.path}: {err.strerror}"
+            ) from err
 
     def pids(self) -> list[int]:
         try:
@@ -83,7 +90,9 @@ class AgentCgroup:
                 break
             except OSError as err:
                 if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                    log.warning("failed to remove cgroup %s: %s", self.path, err.strerror)
+                    log.warning(
+                        "failed to remove cgroup %s: %s", self.path, err.strerror
+                    )
                     return
                 time.sleep(0.02)
         try:

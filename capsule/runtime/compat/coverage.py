@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from capsule.lang.model import Clause
 
 ENFORCED, PARTIAL, AUDIT_ONLY, OBSERVED, NOT_NEEDED = (
-    "enforced", "partial", "audit only", "observed", "nothing to enforce",
+    "enforced",
+    "partial",
+    "audit only",
+    "observed",
+    "nothing to enforce",
 )
 
 
@@ -27,10 +31,13 @@ class Line:
     note: str = ""
 
     def render(self) -> str:
-        how = self.mechanism if self.status == ENFORCED else (
-            f"{self.status}" + (f" ({self.mechanism})" if self.mechanism else ""))
+        how = (
+            self.mechanism
+            if self.status == ENFORCED
+            else (self.status + (f" ({self.mechanism})" if self.mechanism else ""))
+        )
         text = f"{self.ref:<22} {self.rule:<44} {how}"
-        return text + (f"; {self.note}" if self.note else "")
+        return text + (f" -- {self.note}" if self.note else "")
 
 
 def describe(clause: Clause) -> str:
@@ -54,7 +61,9 @@ class Report:
     protection: list[str]  # the self-protection measures in force
 
     def audit_only_denials(self) -> list[Line]:
-        return [line for line in self.lines if line.blocking and line.status == AUDIT_ONLY]
+        return [
+            line for line in self.lines if line.blocking and line.status == AUDIT_ONLY
+        ]
 
     def render(self) -> str:
         out = [f"enforcement coverage (backend {self.backend}: {self.detail}):"]

@@ -33,8 +33,20 @@ RINGBUF_SIZE = 256 * 1024
 PATH_LEN = 256
 # struct denial in denials.bpf.c; a test compares it with the object's BTF
 RECORD = struct.Struct(f"=Qq4QIIII16s{PATH_LEN}s{PATH_LEN}s{PATH_LEN}s{PATH_LEN}s")
-FIELDS = ("ts_ns", "ret", "args", "pid", "tid", "nr", "pad", "comm", "path", "path2",
-          "base", "base2")
+FIELDS = (
+    "ts_ns",
+    "ret",
+    "args",
+    "pid",
+    "tid",
+    "nr",
+    "pad",
+    "comm",
+    "path",
+    "path2",
+    "base",
+    "base2",
+)
 OVER_APPROXIMATION = "landlock:over-approximation"
 _AT_FDCWD = -100
 _PROC_ROOT = re.compile(r"/proc/(?:self|thread-self|\d+)/root(?:/+|\Z)")
@@ -59,8 +71,15 @@ def candidates(name: str, args: tuple[int, ...]) -> list[tuple[str, str, str]]:
         return [("file", op, "path") for op in ops]
     if name in ("execve", "execveat"):
         return [("file", "exec", "path"), ("process", "exec", "path")]
-    simple = {"truncate": "truncate", "mkdir": "mkdir", "mkdirat": "mkdir",
-              "rmdir": "rmdir", "unlink": "delete", "mknod": "create", "mknodat": "create"}
+    simple = {
+        "truncate": "truncate",
+        "mkdir": "mkdir",
+        "mkdirat": "mkdir",
+        "rmdir": "rmdir",
+        "unlink": "delete",
+        "mknod": "create",
+        "mknodat": "create",
+    }
     if name in simple:
         return [("file", simple[name], "path")]
     if name == "unlinkat":
@@ -89,9 +108,9 @@ def resolve(pid: int, path: str, dirfd: int, base: str = "") -> str:
         path = os.path.join(base, path)
     root = _PROC_ROOT.match(path)
     if root:  # the caller's root is ours: the same tree, read-only binds aside
-        path = "/" + path[root.end():]
+        path = "/" + path[root.end() :]
     if path.startswith("/proc/self/"):
-        path = f"/proc/{pid}/" + path[len("/proc/self/"):]
+        path = f"/proc/{pid}/" + path[len("/proc/self/") :]
     if not path.startswith("/"):
         base = f"/proc/{pid}/cwd" if dirfd == _AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
         try:
@@ -99,14 +118,21 @@ def resolve(pid: int, path: str, dirfd: int, base: str = "") -> str:
         except OSError:
             return path
     parent, leaf = os.path.split(os.path.normpath(path))
-    return os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(path)
+    return (
+        os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(path)
+    )
 
 
 class DenialWatcher:
     """Reads the reports of one run and turns them into deny (or kill) events."""
 
-    def __init__(self, policy: Policy, handled: FS, cgroup: AgentCgroup,
-                 report: Callable[[dict], None]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        handled: FS,
+        cgroup: AgentCgroup,
+        report: Callable[[dict], None],
+    ) -> None:
         self.policy = policy
         self.handled = handled
         self.report = report
@@ -134,11 +160,15 @@ class DenialWatcher:
     def to_event(self, raw: dict) -> dict | None:
         name = syscall_name(raw["nr"])
         pid, args = raw["pid"], raw["args"]
-        path = resolve(pid, _text(raw["path"]), _dirfd(name, args, False),
-                       _text(raw["base"]))
+        path = resolve(
+            pid, _text(raw["path"]), _dirfd(name, args, False), _text(raw["base"])
+        )
         path2 = _text(raw["path2"])
-        path2 = resolve(pid, path2, _dirfd(name, args, True),
-                        _text(raw["base2"])) if path2 else None
+        path2 = (
+            resolve(pid, path2, _dirfd(name, args, True), _text(raw["base2"]))
+            if path2
+            else None
+        )
         verdict, rule = self._decide(name, args, path, path2)
         if verdict is None:
             return None  # not Landlock's doing (a permission bit, a read-only mount)
@@ -148,11 +178,20 @@ class DenialWatcher:
             except ProcessLookupError:
                 pass
         area, op, _ = candidates(name, args)[0]
-        event = {"ts_ns": raw["ts_ns"], "pid": pid, "tid": raw["tid"],
-                 "comm": _text(raw["comm"]), "area": area, "op": op, "syscall": name,
-                 "path": path if name not in ("symlink", "symlinkat") else path2,
-                 "error": -raw["ret"], "error_name": errno.errorcode.get(-raw["ret"]),
-                 "verdict": str(verdict), "rule": rule}
+        event = {
+            "ts_ns": raw["ts_ns"],
+            "pid": pid,
+            "tid": raw["tid"],
+            "comm": _text(raw["comm"]),
+            "area": area,
+            "op": op,
+            "syscall": name,
+            "path": path if name not in ("symlink", "symlinkat") else path2,
+            "error": -raw["ret"],
+            "error_name": errno.errorcode.get(-raw["ret"]),
+            "verdict": str(verdict),
+            "rule": rule,
+        }
         if path2 and name not in ("symlink", "symlinkat"):
             event["new_path"] = path2
         return event
@@ -160,15 +199,25 @@ class DenialWatcher:
     def _decide(self, name, args, path, path2) -> tuple[Effect | None, str | None]:
         handled = False
         for area, op, which in candidates(name, args):
-            fields = {"path": path, "to": path2} if which == "both" else (
-                {"path": path2} if which == "path2" else {"path": path})
-            for key in ([k for k in fields] if which == "both" else ["path"]):
+            fields = (
+                {"path": path, "to": path2}
+                if which == "both"
+                else ({"path": path2} if which == "path2" else {"path": path})
+            )
+            for key in [k for k in fields] if which == "both" else ["path"]:
                 event = Event(area, op, {key: fields[key]})
                 decision = decide(self.policy, event)
-                effect = files.enforced(decision.clause.rule) if decision.clause else (
-                    decision.enforced)
+                effect = (
+                    files.enforced(decision.clause.rule)
+                    if decision.clause
+                    else (decision.enforced)
+                )
                 if effect.blocks:
-                    ref = decision.clause.rule.ref if decision.clause else f"default:{area}"
+                    ref = (
+                        decision.clause.rule.ref
+                        if decision.clause
+                        else f"default:{area}"
+                    )
                     return effect, ref
             for entry in files.OP_RIGHTS.get((area, op), []):
                 handled |= bool(entry[0] & self.handled)

@@ -60,7 +60,10 @@ OP_RIGHTS: dict[tuple[str, str], list[tuple[FS, str, str]]] = {
         (FS.REMOVE_FILE | FS.REMOVE_DIR | FS.REFER, "path", PARENT),
         (_MAKE_ANY | FS.REFER, "to", PARENT),
     ],
-    ("file", "link"): [(FS.REFER, "path", PARENT), (FS.MAKE_REG | FS.REFER, "to", PARENT)],
+    ("file", "link"): [
+        (FS.REFER, "path", PARENT),
+        (FS.MAKE_REG | FS.REFER, "to", PARENT),
+    ],
     ("device", "ioctl"): [(FS.IOCTL_DEV, "path", SELF)],
 }
 
@@ -84,7 +87,7 @@ def enforced(rule: Rule) -> Effect:
     return rule.enforced or DEFAULT_FALLBACK
 
 
-# -- which clauses Landlock can see ---------------------------------------------------
+# -- which clauses Landlock can see ----------------------------------------------------
 
 
 def landlock_limit(clause: Clause) -> str | None:
@@ -120,13 +123,17 @@ def landlock_policy(policy: Policy, extra: Iterable[Clause] = ()) -> Policy:
     """The policy as Landlock sees it: only the clauses it can tell apart."""
     from dataclasses import replace
 
-    keep = [r for r in policy.rules
-            if r.subject.is_any and r.after is None
-            and all(landlock_limit(c) is None for c in r.clauses())]
+    keep = [
+        r
+        for r in policy.rules
+        if r.subject.is_any
+        and r.after is None
+        and all(landlock_limit(c) is None for c in r.clauses())
+    ]
     return replace(policy, rules=tuple(keep) + tuple(c.rule for c in extra))
 
 
-# -- the paths that rules name ----------------------------------------------------------
+# -- the paths that rules name ---------------------------------------------------------
 
 
 def _is_glob(part: str) -> bool:
@@ -201,8 +208,13 @@ def named_paths(glob: PathGlob) -> set[str]:
                 break  # a trailing `**`: everything below the nodes reached so far
             if _is_glob(part):
                 single = PathGlob("/" + part)
-                nodes = [_join(n, e) for n in nodes if _real_dir(n)
-                         for e in _entries(n) if single.matches("/" + e)]
+                nodes = [
+                    _join(n, e)
+                    for n in nodes
+                    if _real_dir(n)
+                    for e in _entries(n)
+                    if single.matches("/" + e)
+                ]
             else:
                 nodes = [_join(n, _unescape(part)) for n in nodes]
             nodes = [n for n in nodes if _exists_real(n)]
@@ -210,7 +222,7 @@ def named_paths(glob: PathGlob) -> set[str]:
     return found
 
 
-# -- granting ---------------------------------------------------------------------------
+# -- granting --------------------------------------------------------------------------
 
 
 @dataclass

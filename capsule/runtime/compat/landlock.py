@@ -112,8 +112,12 @@ def _syscall(what: str, *args) -> int:
 
 def abi_version() -> int:
     """The kernel's Landlock ABI version, 0 when Landlock is absent or disabled."""
-    ret = _libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0),
-                        ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    ret = _libc.syscall(
+        _SYS_CREATE_RULESET,
+        None,
+        ctypes.c_size_t(0),
+        ctypes.c_uint32(_CREATE_RULESET_VERSION),
+    )
     if ret < 0:
         return 0
     return ret
@@ -165,10 +169,16 @@ def restrict_self(ruleset: Ruleset, flags: RestrictFlag = RestrictFlag(0)) -> No
     Raises:
         CapsuleError: a syscall failed (for example an unknown right for this ABI).
     """
-    attr = _RulesetAttr(int(ruleset.handled_fs), int(ruleset.handled_net),
-                        int(ruleset.scoped))
-    fd = _syscall("create Landlock ruleset", _SYS_CREATE_RULESET, ctypes.byref(attr),
-                  ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
+    attr = _RulesetAttr(
+        int(ruleset.handled_fs), int(ruleset.handled_net), int(ruleset.scoped)
+    )
+    fd = _syscall(
+        "create Landlock ruleset",
+        _SYS_CREATE_RULESET,
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+        ctypes.c_uint32(0),
+    )
     try:
         for path, rights in ruleset.paths:
             _add_path_rule(fd, path, rights)
@@ -177,8 +187,12 @@ def restrict_self(ruleset: Ruleset, flags: RestrictFlag = RestrictFlag(0)) -> No
         if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             err = ctypes.get_errno()
             raise CapsuleError(f"failed to set no_new_privs: {os.strerror(err)}")
-        _syscall("restrict the process with Landlock", _SYS_RESTRICT_SELF, fd,
-                 ctypes.c_uint32(int(flags)))
+        _syscall(
+            "restrict the process with Landlock",
+            _SYS_RESTRICT_SELF,
+            fd,
+            ctypes.c_uint32(int(flags)),
+        )
     finally:
         os.close(fd)
 
@@ -199,8 +213,14 @@ def _add_path_rule(ruleset_fd: int, path: str, rights: FS) -> None:
         if not rights:
             return
         attr = _PathBeneathAttr(int(rights), path_fd)
-        _syscall(f"add Landlock rule for {path}", _SYS_ADD_RULE, ruleset_fd,
-                 ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(attr), ctypes.c_uint32(0))
+        _syscall(
+            f"add Landlock rule for {path}",
+            _SYS_ADD_RULE,
+            ruleset_fd,
+            ctypes.c_int(_RULE_PATH_BENEATH),
+            ctypes.byref(attr),
+            ctypes.c_uint32(0),
+        )
     finally:
         os.close(path_fd)
 
@@ -209,5 +229,11 @@ def _add_port_rule(ruleset_fd: int, port: int, rights: Net) -> None:
     if not rights:
         return
     attr = _NetPortAttr(int(rights), port)
-    _syscall(f"add Landlock rule for port {port}", _SYS_ADD_RULE, ruleset_fd,
-             ctypes.c_int(_RULE_NET_PORT), ctypes.byref(attr), ctypes.c_uint32(0))
+    _syscall(
+        f"add Landlock rule for port {port}",
+        _SYS_ADD_RULE,
+        ruleset_fd,
+        ctypes.c_int(_RULE_NET_PORT),
+        ctypes.byref(attr),
+        ctypes.c_uint32(0),
+    )

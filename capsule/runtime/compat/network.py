@@ -35,8 +35,13 @@ class Entry:
     network: ipaddress.IPv6Network
 
     def key(self) -> bytes:
-        return _KEY.pack(KEY_HEAD_BITS + self.network.prefixlen, self.op, self.protocol,
-                         self.port, self.network.network_address.packed)
+        return _KEY.pack(
+            KEY_HEAD_BITS + self.network.prefixlen,
+            self.op,
+            self.protocol,
+            self.port,
+            self.network.network_address.packed,
+        )
 
 
 def cgroup_limit(clause: Clause) -> str | None:
@@ -77,28 +82,39 @@ class Table:
 
 def build_table(policy: Policy) -> Table:
     """Compute the trie for the clauses of the ops the hooks see."""
-    clauses = [c for c in policy.clauses("network")
-               if c.rule.ops & OPS.keys() and cgroup_limit(c) is None]
-    ranks = {key: i + 1 for i, key in enumerate(sorted({precedence(c) for c in clauses}))}
+    clauses = [
+        c
+        for c in policy.clauses("network")
+        if c.rule.ops & OPS.keys() and cgroup_limit(c) is None
+    ]
+    ranks = {
+        key: i + 1 for i, key in enumerate(sorted({precedence(c) for c in clauses}))
+    }
     rules = ["default:network"] + sorted({c.rule.ref for c in clauses})
     placed: dict[tuple[int, int, int], list[tuple[ipaddress.IPv6Network, Clause]]] = {}
     for clause in clauses:
         for op in sorted(clause.rule.ops & OPS.keys()):
             for protocol, port, network in _classes(clause):
-                placed.setdefault((OPS[op], protocol, port), []).append((network, clause))
+                placed.setdefault((OPS[op], protocol, port), []).append(
+                    (network, clause)
+                )
     entries: dict[Entry, tuple[int, int, str]] = {}
     for (op, protocol, port), members in placed.items():
         for network, _ in members:
             covering = [c for n, c in members if network.subnet_of(n)]
             winner = max(covering, key=precedence)
             entries[Entry(op, protocol, port, network)] = (
-                ranks[precedence(winner)], rules.index(winner.rule.ref),
-                str(enforced(winner.rule)))
+                ranks[precedence(winner)],
+                rules.index(winner.rule.ref),
+                str(enforced(winner.rule)),
+            )
     if len(entries) > MAX_ENTRIES:
         from capsule.errors import CapsuleError
 
-        raise CapsuleError(f"failed to build network rules: {len(entries)} entries, "
-                           f"more than the {MAX_ENTRIES} the hooks hold",
-                           hint="use fewer ports or port ranges in network rules")
+        raise CapsuleError(
+            f"failed to build network rules: {len(entries)} entries, "
+            f"more than the {MAX_ENTRIES} the hooks hold",
+            hint="use fewer ports or port ranges in network rules",
+        )
     default = str(policy.default("network"))
     return Table(entries, rules, default)

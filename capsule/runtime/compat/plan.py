@@ -29,6 +29,7 @@ class Options:
     self_protect: bool = True
     cgroup: bool = True  # the cgroup sock_addr hooks can be attached
     tracer: bool = False  # audit rules are observed by the tracer
+    landlock_reports: bool = True  # Landlock's denials are seen (raw_tp sys_exit)
     abi: int | None = None  # Landlock ABI; None: ask the kernel
 
 
@@ -45,22 +46,34 @@ class CompatPlan:
     handled: FS = FS(0)  # the Landlock rights restricted
 
     def child_plan(self) -> dict:
-        return {"landlock": self.landlock, "seccomp": self.filter.to_json(),
-                "protected": self.protected}
+        return {
+            "landlock": self.landlock,
+            "seccomp": self.filter.to_json(),
+            "protected": self.protected,
+        }
 
 
 def _rule(line: int, area: str, ops: set[str], objects=()) -> Rule:
-    return Rule(Location(SELF_PROTECTION, line, 1), Effect.DENY, None, area,
-                frozenset(ops), tuple(objects), priority=_TOP,
-                text="capsule self-protection")
+    return Rule(
+        Location(SELF_PROTECTION, line, 1),
+        Effect.DENY,
+        None,
+        area,
+        frozenset(ops),
+        tuple(objects),
+        priority=_TOP,
+        text="capsule self-protection",
+    )
 
 
 def protection_rules(protected: list[str]) -> list[Rule]:
     """Deny bpf(), and mounts over or under the paths the agent must not change."""
     rules = [_rule(1, "memory", {"bpf"})]
     if protected:
-        objects = [ObjectPattern({"path": PathGlob.parse(p.rstrip("/") + "/")})
-                   for p in protected]
+        objects = [
+            ObjectPattern({"path": PathGlob.parse(p.rstrip("/") + "/")})
+            for p in protected
+        ]
         rules.append(_rule(2, "system", {"mount", "umount"}, objects))
     return rules
 
@@ -80,25 +93,36 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
     scoped = landlock.scopes(abi) & Scope.SIGNAL if options.self_protect else Scope(0)
     ruleset = None
     if handled or scoped:
-        ruleset = {"handled_fs": int(handled), "handled_net": 0, "scoped": int(scoped),
-                   "paths": sorted((p, int(r)) for p, r in translation.grants.items()),
-                   "ports": [], "flags": 0}
+        ruleset = {
+            "handled_fs": int(handled),
+            "handled_net": 0,
+            "scoped": int(scoped),
+            "paths": sorted((p, int(r)) for p, r in translation.grants.items()),
+            "ports": [],
+            "flags": 0,
+        }
     flt, owner = syscalls.filter_plan(full)
     table = network.build_table(full) if options.cgroup else None
     if table is not None and not table.entries and table.default == "allow":
         table = None  # no network rule: nothing to attach
 
-    lines = [_cover(c, full, abi, handled, translation, options) for c in policy.clauses()]
+    lines = [
+        _cover(c, full, abi, handled, translation, options) for c in policy.clauses()
+    ]
     detail = _detail(abi, options)
-    protection = _protection_text(protected, abi, options) if options.self_protect else []
+    protection = (
+        _protection_text(protected, abi, options) if options.self_protect else []
+    )
     report = Report("compat", detail, lines, protection)
-    return CompatPlan(full, ruleset, flt, owner, table, report, protected, visible,
-                      handled)
+    return CompatPlan(
+        full, ruleset, flt, owner, table, report, protected, visible, handled
+    )
 
 
 def _blocks_op(policy: Policy, area: str, op: str) -> bool:
-    return any(op in c.rule.ops and files.enforced(c.rule).blocks
-               for c in policy.clauses(area))
+    return any(
+        op in c.rule.ops and files.enforced(c.rule).blocks for c in policy.clauses(area)
+    )
 
 
 def _detail(abi: int, options: Options) -> str:
@@ -108,17 +132,21 @@ def _detail(abi: int, options: Options) -> str:
 
 
 def _protection_text(protected: list[str], abi: int, options: Options) -> list[str]:
-    out = [f"read-only for the agent (its own mount namespace): {', '.join(protected)}",
-           "bpf() fails with EPERM (seccomp)",
-           "mount and umount on those paths fail with EPERM (seccomp notification)"]
+    out = [
+        f"read-only for the agent (its own mount namespace): {', '.join(protected)}",
+        "bpf() fails with EPERM (seccomp)",
+        "mount and umount on those paths fail with EPERM (seccomp notification)",
+    ]
     if abi >= 6:
-        out.append("no signals to processes outside the sandbox, the runtime included "
-                   "(Landlock scope)")
+        out.append(
+            "no signals to processes outside the sandbox, the runtime included "
+            "(Landlock scope)"
+        )
     out.append("no ptrace of processes outside the sandbox (Landlock domain)")
     return out
 
 
-# -- one coverage line per clause --------------------------------------------------------
+# -- one coverage line per clause ------------------------------------------------------
 
 
 def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) -> Line:
@@ -135,20 +163,32 @@ def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) 
             return _cover_audit(clause, options, line)
         return _cover_allow(clause, handled, translation, line)
     keys = {(rule.area, op) for op in rule.ops}
-    parts = [_cover_part(clause, key, abi, handled, translation, options) for key in keys]
+    parts = [
+        _cover_part(clause, key, abi, handled, translation, options) for key in keys
+    ]
     enforced = [p for p in parts if p[0] in (ENFORCED, PARTIAL)]
-    missing = sorted(f"{op} ({why})" for (status, _, why), (_, op) in zip(parts, keys)
-                     if status == AUDIT_ONLY)
+    missing = sorted(
+        f"{op}: {why}"
+        for (status, _, why), (_, op) in zip(parts, keys)
+        if status == AUDIT_ONLY
+    )
     mechanisms = ", ".join(sorted({p[1] for p in enforced}))
     notes = sorted({p[2] for p in enforced if p[2]})
     if rule.effect is Effect.KILL:
-        notes.append("kill: the runtime sends SIGKILL after the denial"
-                     if any(p[1] != "landlock" for p in enforced)
-                     else "denied but not killed (Landlock cannot kill)")
+        seen = options.landlock_reports or any(p[1] != "landlock" for p in enforced)
+        notes.append(
+            "kill: the runtime sends SIGKILL after the denial"
+            if seen
+            else "denied but not killed: Landlock's denials are not observed"
+        )
     if not enforced:
         return line(AUDIT_ONLY, "", "; ".join(missing))
+    if any(p[1] == "landlock" for p in enforced) and not options.landlock_reports:
+        notes.append("denials are not reported (no raw_tp)")
     if missing or any(p[0] == PARTIAL for p in enforced):
-        return line(PARTIAL, mechanisms, "; ".join(notes + [f"not: {m}" for m in missing]))
+        return line(
+            PARTIAL, mechanisms, "; ".join(notes + [f"not {m}" for m in missing])
+        )
     return line(ENFORCED, mechanisms, "; ".join(notes))
 
 
@@ -167,7 +207,9 @@ def _cover_audit(clause, options, line) -> Line:
         else:
             unseen.append(op)
     if not seen:
-        return line(AUDIT_ONLY, "", "not recorded: nothing observes " + ", ".join(unseen))
+        return line(
+            AUDIT_ONLY, "", "not recorded: nothing observes " + ", ".join(unseen)
+        )
     note = f"not recorded: {', '.join(unseen)}" if unseen else ""
     return line(OBSERVED if not unseen else PARTIAL, ", ".join(sorted(seen)), note)
 
@@ -196,8 +238,12 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
             return (AUDIT_ONLY, "", "taints are not followed by the supervisor")
         how = "seccomp notification"
         if key == ("memory", "fileless-exec"):
-            return (PARTIAL, how, "the exec path is read from the caller's memory, "
-                    "which another thread of the caller could change after the check")
+            return (
+                PARTIAL,
+                how,
+                "the exec path is read from the caller's memory, "
+                "which another thread of the caller could change after the check",
+            )
         note = "new mount API calls are always denied" if op == "mount" else ""
         return (ENFORCED, how, note)
     if key in _CGROUP_OPS:
@@ -233,8 +279,10 @@ def _cover_landlock(clause, key, abi, handled: FS, translation):
         notes.append(f"over-approximates: new entries in {_some(split)} are denied too")
     linked = _hard_linked(clause, translation.hardlinked)
     if linked:
-        notes.append(f"not covered: other hard links to {_some(linked)} "
-                     "(Landlock judges the path a file is opened by)")
+        notes.append(
+            f"not covered: other hard links to {_some(linked)} "
+            "(Landlock judges the path a file is opened by)"
+        )
         return (PARTIAL, "landlock", "; ".join(notes))
     return (ENFORCED, "landlock", "; ".join(notes))
 

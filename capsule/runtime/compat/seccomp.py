@@ -1,4 +1,4 @@
-"""seccomp: the filter that the sandboxed child loads, and the supervisor that answers it.
+"""seccomp: the filter the sandboxed child loads, and the supervisor that answers it.
 
 The filter has three kinds of entries. A syscall that a rule denies outright gets an
 errno; a syscall whose verdict depends on its arguments or on who calls it goes to the
@@ -128,8 +128,9 @@ class Supervisor:
         self._fd = fd
         self._decide = decide
         self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="seccomp-supervisor",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="seccomp-supervisor", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -163,8 +164,9 @@ class Supervisor:
                 return  # the caller died or was interrupted before we read it
             raise
         fields = _NOTIF.unpack(buf)
-        note = Notification(id=fields[0], pid=fields[1], nr=fields[3],
-                            args=tuple(fields[6:12]))
+        note = Notification(
+            id=fields[0], pid=fields[1], nr=fields[3], args=tuple(fields[6:12])
+        )
         try:
             err = self._decide(note)
         except Exception:  # a bug in deciding must not let the call through

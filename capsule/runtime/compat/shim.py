@@ -82,8 +82,9 @@ def _apply(plan: dict, sock_fd: int) -> None:
     if plan.get("protected"):
         _read_only(plan["protected"])
     if plan.get("landlock"):
-        landlock.restrict_self(_ruleset(plan["landlock"]),
-                               landlock.RestrictFlag(plan["landlock"]["flags"]))
+        landlock.restrict_self(
+            _ruleset(plan["landlock"]), landlock.RestrictFlag(plan["landlock"]["flags"])
+        )
     notify_fd = None
     filt = seccomp.FilterPlan.from_json(plan["seccomp"])
     if not filt.empty():
@@ -107,7 +108,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"capsule: error: failed to execute {cmd[0]}: not found\n")
         return _EXIT_NOTFOUND
     except OSError as err:
-        sys.stderr.write(f"capsule: error: failed to execute {cmd[0]}: {err.strerror}\n")
+        sys.stderr.write(
+            f"capsule: error: failed to execute {cmd[0]}: {err.strerror}\n"
+        )
         return _EXIT_NOEXEC
     return _EXIT_SETUP
 

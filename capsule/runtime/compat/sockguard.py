@@ -26,8 +26,21 @@ PROGRAMS = ("connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6")
 RINGBUF_SIZE = 256 * 1024  # max_entries of `events` in sock_addr.bpf.c
 # struct sock_event in sock_addr.bpf.c; tests compare it with the object's BTF
 EVENT = struct.Struct("=QQIIIBBBBHH16s16s")
-EVENT_FIELDS = ("ts_ns", "cgroup_id", "pid", "tid", "rule_id", "op", "verdict",
-                "protocol", "family", "port", "pad", "addr", "comm")
+EVENT_FIELDS = (
+    "ts_ns",
+    "cgroup_id",
+    "pid",
+    "tid",
+    "rule_id",
+    "op",
+    "verdict",
+    "protocol",
+    "family",
+    "port",
+    "pad",
+    "addr",
+    "comm",
+)
 _OP_NAMES = {v: k for k, v in OPS.items()}
 _VERDICT_NAMES = {0: "allow", 1: "audit", 2: "deny", 3: "kill"}
 _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
@@ -36,8 +49,9 @@ _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
 class SockGuard:
     """The network rules of one run, in force for every process of its cgroup."""
 
-    def __init__(self, table: Table, cgroup: AgentCgroup,
-                 report: Callable[[dict], None]) -> None:
+    def __init__(
+        self, table: Table, cgroup: AgentCgroup, report: Callable[[dict], None]
+    ) -> None:
         self.table = table
         self.report = report
         self.obj = libbpf.BpfObject(build.compile_bpf(SOURCE))
@@ -59,8 +73,11 @@ class SockGuard:
         rules = self.obj.map("rules")
         for key, value in self.table.items():
             rules.update(key, value)
-        log.info("network rules: %d trie entries, default %s", len(self.table.entries),
-                 self.table.default)
+        log.info(
+            "network rules: %d trie entries, default %s",
+            len(self.table.entries),
+            self.table.default,
+        )
 
     def poll(self, timeout_ms: int) -> None:
         for record in self.ring.poll(timeout_ms):
@@ -92,13 +109,18 @@ def to_event(raw: dict, rules: list[str]) -> dict:
         address = address.ipv4_mapped
     rule_id = raw["rule_id"]
     return {
-        "ts_ns": raw["ts_ns"], "pid": raw["pid"], "tid": raw["tid"],
-        "cgroup_id": raw["cgroup_id"], "comm": raw["comm"].split(b"\0")[0].decode(
-            "utf-8", "replace"),
-        "area": "network", "op": _OP_NAMES.get(raw["op"], "?"),
+        "ts_ns": raw["ts_ns"],
+        "pid": raw["pid"],
+        "tid": raw["tid"],
+        "cgroup_id": raw["cgroup_id"],
+        "comm": raw["comm"].split(b"\0")[0].decode("utf-8", "replace"),
+        "area": "network",
+        "op": _OP_NAMES.get(raw["op"], "?"),
         "verdict": _VERDICT_NAMES.get(raw["verdict"], "deny"),
         "rule": rules[rule_id] if rule_id < len(rules) else f"rule#{rule_id}",
-        "address": f"{address}:{raw['port']}", "addr": str(address), "port": raw["port"],
+        "address": f"{address}:{raw['port']}",
+        "addr": str(address),
+        "port": raw["port"],
         "family": raw["family"],
         "proto": _PROTOCOLS.get(raw["protocol"], str(raw["protocol"])),
     }

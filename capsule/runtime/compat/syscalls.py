@@ -1,4 +1,4 @@
-"""Operations that only a syscall shows: seccomp entries, and the supervisor's decisions.
+"""Operations only a syscall shows: seccomp entries, and the supervisor's decisions.
 
 mount, ptrace, unshare, the setuid family and the like have no Landlock right and no
 cgroup hook. The child's seccomp filter sends these syscalls to the supervisor, which
@@ -18,17 +18,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from capsule.lang import names
-from capsule.lang.model import ANY_OBJECT, DEFAULT_FALLBACK, Clause, Effect, Event, Policy
+from capsule.lang.model import (
+    ANY_OBJECT,
+    DEFAULT_FALLBACK,
+    Clause,
+    Effect,
+    Event,
+    Policy,
+)
 from capsule.lang.semantics import Decision, decide
 from capsule.runtime.compat.files import enforced
-from capsule.runtime.compat.seccomp import (PROT_EXEC, PROT_WRITE, ArgMatch, FilterPlan,
-                                            Notification, read_string)
+from capsule.runtime.compat.seccomp import (
+    PROT_EXEC,
+    PROT_WRITE,
+    ArgMatch,
+    FilterPlan,
+    Notification,
+    read_string,
+)
 
 log = logging.getLogger(__name__)
 
 _WX = [ArgMatch(2, PROT_WRITE | PROT_EXEC, PROT_WRITE | PROT_EXEC)]
-_NEW_MOUNT_API = ["fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
-                  "mount_setattr"]
+_NEW_MOUNT_API = [
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+]
 
 # (area, op) -> {syscall: arguments that must match for the call to concern the op}
 SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
@@ -45,7 +64,9 @@ SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
     ("namespace", "unshare"): {"unshare": []},
     ("namespace", "setns"): {"setns": []},
     ("namespace", "setrlimit"): {"setrlimit": [], "prlimit64": []},
-    ("creds", "setuid"): {n: [] for n in ("setuid", "setreuid", "setresuid", "setfsuid")},
+    ("creds", "setuid"): {
+        n: [] for n in ("setuid", "setreuid", "setresuid", "setfsuid")
+    },
     ("creds", "setgid"): {
         n: [] for n in ("setgid", "setregid", "setresgid", "setfsgid", "setgroups")
     },
@@ -57,8 +78,15 @@ SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
     ("process", "setsid"): {"setsid": []},
     ("memory", "fileless-exec"): {"execve": [], "execveat": []},
     ("signal", "send"): {
-        n: [] for n in ("kill", "tkill", "tgkill", "rt_sigqueueinfo",
-                        "rt_tgsigqueueinfo", "pidfd_send_signal")
+        n: []
+        for n in (
+            "kill",
+            "tkill",
+            "tgkill",
+            "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo",
+            "pidfd_send_signal",
+        )
     },
 }
 # clone with a CLONE_NEW* flag: one filter entry per flag, as the filter can only
@@ -115,7 +143,7 @@ def filter_plan(policy: Policy) -> tuple[FilterPlan, dict[str, tuple[str, str]]]
     return plan, owner
 
 
-# -- the supervisor's side ---------------------------------------------------------------
+# -- the supervisor's side -------------------------------------------------------------
 
 
 @dataclass
@@ -203,8 +231,13 @@ def _fields(syscall: str, note: Notification) -> list[dict] | None:
     arguments cannot be read (then only rules without objects can allow it)."""
     a, pid = note.args, note.pid
     if syscall == "mount":
-        return [{"path": read_string(pid, a[1]), "fstype": read_string(pid, a[2]),
-                 "flags": _mount_flags(a[3])}]
+        return [
+            {
+                "path": read_string(pid, a[1]),
+                "fstype": read_string(pid, a[2]),
+                "flags": _mount_flags(a[3]),
+            }
+        ]
     if syscall in ("umount2", "chroot", "pivot_root"):
         return [{"path": read_string(pid, a[0])}]
     if syscall in ("ptrace", "process_vm_writev"):
@@ -224,8 +257,9 @@ def _fields(syscall: str, note: Notification) -> list[dict] | None:
         count = {"setgid": 1, "setfsgid": 1, "setregid": 2, "setresgid": 3}[syscall]
         return [{"gid": u["uid"]} for u in _uid_args(a[:count])] or [{}]
     if syscall in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        target, sig = (a[1], a[2]) if syscall in ("tgkill", "rt_tgsigqueueinfo") else (
-            a[0], a[1])
+        target, sig = (
+            (a[1], a[2]) if syscall in ("tgkill", "rt_tgsigqueueinfo") else (a[0], a[1])
+        )
         target = target & 0xFFFFFFFF
         if target == 0 or target >= 0x80000000:  # a process group or everyone
             return None
@@ -241,8 +275,9 @@ def _unreadable_blocks(policy: Policy, area: str, op: str) -> Clause | None:
     return None
 
 
-def make_decider(policy: Policy, owner: dict[str, tuple[str, str]],
-                 report: Callable[[Verdict], None]) -> Callable[[Notification], int | None]:
+def make_decider(
+    policy: Policy, owner: dict[str, tuple[str, str]], report: Callable[[Verdict], None]
+) -> Callable[[Notification], int | None]:
     """The supervisor's callback: decide, report the event, answer the kernel."""
     from capsule.runtime.names import syscall_name
 
@@ -259,12 +294,19 @@ def make_decider(policy: Policy, owner: dict[str, tuple[str, str]],
     return decide_one
 
 
-def _decide(policy: Policy, area: str, op: str, syscall: str,
-            note: Notification) -> Verdict:
+def _decide(
+    policy: Policy, area: str, op: str, syscall: str, note: Notification
+) -> Verdict:
     exe = _exe(note.pid)
     _, uid = _ppid_uid(note.pid)
-    base = {"area": area, "op": op, "pid": note.pid, "syscall": syscall, "exe": exe,
-            "uid": uid}
+    base = {
+        "area": area,
+        "op": op,
+        "pid": note.pid,
+        "syscall": syscall,
+        "exe": exe,
+        "uid": uid,
+    }
     subject = dict(exe=exe, ancestors=_ancestors(note.pid), uid=uid)
     if op == "fileless-exec":
         target = fileless_target(syscall, note)
@@ -293,8 +335,14 @@ def _decide(policy: Policy, area: str, op: str, syscall: str,
 
 
 # policy field -> event key, where the policy's name is taken by the event header
-EVENT_KEYS = {"uid": "new_uid", "gid": "new_gid", "flags": "mount_flags",
-              "target": "target_exe", "signal": "sig", "to": "new_path"}
+EVENT_KEYS = {
+    "uid": "new_uid",
+    "gid": "new_gid",
+    "flags": "mount_flags",
+    "target": "target_exe",
+    "signal": "sig",
+    "to": "new_path",
+}
 
 
 def _plain(value):

@@ -12,6 +12,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 #include "capsule_events.h"
 
 #define EPERM 1
@@ -42,6 +43,11 @@ struct verdict {
 struct path_key {
 	__u32 op;
 	char path[KEY_PATH_LEN];
+};
+
+struct dfa_key {
+	__u32 state;
+	__u32 op;
 };
 
 /* per-CPU scratch: a path buffer is far larger than the 512-byte stack */
@@ -76,7 +82,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 19);
+	__uint(max_entries, 22);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_exact SEC(".maps");
@@ -85,35 +91,96 @@ struct {
  * bpf_d_path needs, cannot use LPM tries on 6.1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 15);
+	__uint(max_entries, 18);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_prefix SEC(".maps");
 
 struct file_scan {
-	__u32 op;
 	struct verdict best;
 };
 
 /* one byte of the path per call: at each '/', look up the prefix read so far */
-static long file_prefix_step(__u32 i, struct file_scan *scan)
+static long file_prefix_step(__u32 i, void *ctx)
 {
+	/* bpf_loop hands the context over as void *: a typed pointer fails the verifier */
+	struct file_scan *scan = ctx;
 	struct scratch *s = scratch_get();
 	struct verdict *found;
+	__u64 at = i;
 	char c;
 
-	if (!s || i >= KEY_PATH_LEN - 1)
+	/* one register for the check and the access, or the verifier loses the bound */
+	barrier_var(at);
+	if (!s || at >= KEY_PATH_LEN - 1)
 		return 1;
-	c = s->buf[i];
+	c = s->buf[at];
 	if (!c)
 		return 1;
-	s->prefix.path[i] = c;
+	s->prefix.path[at] = c;
 	if (c != '/')
 		return 0;
 	found = bpf_map_lookup_elem(&file_prefix, &s->prefix);
 	if (found && found->rank > scan->best.rank)
 		scan->best = *found;
 	return 0;
+}
+
+/* globs no hash key can stand for, as one DFA over the path's bytes (see
+ * capsule/codegen/dfa.py); state 0 is dead, state 1 the start */
+#define FILE_DFA_CLASSES 32
+
+struct file_dfa_row {
+	__u16 next[FILE_DFA_CLASSES];
+};
+
+struct file_dfa_bytes {
+	__u8 cls[256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct file_dfa_bytes);
+} file_dfa_cls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 244);
+	__type(key, __u32);
+	__type(value, struct file_dfa_row);
+} file_dfa_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 159);
+	__type(key, struct dfa_key);
+	__type(value, struct verdict);
+} file_dfa_accept SEC(".maps");
+
+/* one byte of the path per call; stops at its end or in the dead state */
+static long file_dfa_step(__u32 i, void *ctx)
+{
+	__u32 *state = ctx, zero = 0, cls;
+	struct scratch *s = scratch_get();
+	struct file_dfa_bytes *bytes = bpf_map_lookup_elem(&file_dfa_cls, &zero);
+	struct file_dfa_row *row = bpf_map_lookup_elem(&file_dfa_next, state);
+	__u64 at = i;
+	__u8 c;
+
+	barrier_var(at);
+	if (!s || !bytes || !row || at >= SCRATCH_PATH_LEN)
+		return 1;
+	c = s->buf[at];
+	if (!c)
+		return 1;
+	cls = bytes->cls[c];
+	barrier_var(cls);
+	if (cls >= FILE_DFA_CLASSES)
+		return 1;
+	*state = row->next[cls];
+	return *state == 0;
 }
 
 /* the strongest verdict of file for one op on the path in s->buf */
@@ -138,13 +205,20 @@ static __always_inline void decide_file(struct scratch *s, __u32 op, bool trunca
 	if (found && found->rank > out->rank)
 		*out = *found;
 
-	struct file_scan scan = {.op = op};
+	struct file_scan scan = {};
 
 	s->prefix.op = op;
 	__builtin_memset(s->prefix.path, 0, KEY_PATH_LEN);
 	bpf_loop(KEY_PATH_LEN - 1, file_prefix_step, &scan, 0);
 	if (scan.best.rank > out->rank)
 		*out = scan.best;
+
+	struct dfa_key walk = {.state = 1, .op = op};
+
+	bpf_loop(SCRATCH_PATH_LEN, file_dfa_step, &walk.state, 0);
+	found = bpf_map_lookup_elem(&file_dfa_accept, &walk);
+	if (found && found->rank > out->rank)
+		*out = *found;
 }
 
 /* resolve a path the kernel already resolved; false if it does not fit */
@@ -160,6 +234,99 @@ static __always_inline bool scratch_path(struct scratch *s, const struct path *p
 	 * the policy is shorter, so a longer path still matches exactly */
 	bpf_probe_read_kernel_str(s->exact.path, KEY_PATH_LEN, s->buf);
 	return true;
+}
+
+/* ---- network: default escalate (enforced: audit)
+ * Each entry is one clause: address block, port range, protocol (0: any) and the ops
+ * it names, strongest first, so the first match wins (capsule/codegen/net.py). */
+#define NETWORK_DEFAULT_EFFECT EFFECT_ESCALATE
+#define NETWORK_DEFAULT_ENFORCED EFFECT_AUDIT
+#define NETWORK_RULES 15
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_RAW 3
+#define PROTO_RAW 255
+
+struct net_rule {
+	__u8 net[16];
+	__u8 mask[16];
+	__u16 port_lo;
+	__u16 port_hi;
+	__u16 proto;
+	__u16 ops;
+	struct verdict verdict;
+};
+
+struct net_probe {
+	__u64 addr[2]; /* IPv6, or IPv4 mapped into ::ffff:0:0/96 */
+	__u16 port;
+	__u16 proto;
+	__u32 op;
+	struct verdict best;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NETWORK_RULES);
+	__type(key, __u32);
+	__type(value, struct net_rule);
+} network_rules SEC(".maps");
+
+static long network_rule_step(__u32 i, void *ctx)
+{
+	struct net_probe *probe = ctx;
+	struct net_rule *rule = bpf_map_lookup_elem(&network_rules, &i);
+	__u64 net[2], mask[2];
+
+	if (!rule)
+		return 1;
+	if (!(rule->ops & (1U << probe->op)) || (rule->proto && rule->proto != probe->proto))
+		return 0;
+	if (probe->port < rule->port_lo || probe->port > rule->port_hi)
+		return 0;
+	__builtin_memcpy(net, rule->net, sizeof(net));
+	__builtin_memcpy(mask, rule->mask, sizeof(mask));
+	if ((probe->addr[0] & mask[0]) != net[0] || (probe->addr[1] & mask[1]) != net[1])
+		return 0;
+	probe->best = rule->verdict;
+	return 1;
+}
+
+/* the address the caller named, as the kernel copied it; false for other families */
+static __always_inline bool read_sockaddr(struct sockaddr *address, int addrlen,
+					  struct net_probe *probe)
+{
+	__u16 family = BPF_CORE_READ(address, sa_family);
+	struct sockaddr_in6 *in6 = (void *)address;
+	struct sockaddr_in *in = (void *)address;
+	__u32 v4;
+
+	if (family == AF_INET && addrlen >= sizeof(*in)) {
+		v4 = BPF_CORE_READ(in, sin_addr.s_addr);
+		probe->addr[0] = 0;
+		probe->addr[1] = 0xffff0000ULL | ((__u64)v4 << 32); /* ::ffff:a.b.c.d */
+		probe->port = bpf_ntohs(BPF_CORE_READ(in, sin_port));
+		return true;
+	}
+	if (family == AF_INET6 && addrlen >= sizeof(*in6)) {
+		bpf_probe_read_kernel(probe->addr, sizeof(probe->addr), &in6->sin6_addr);
+		probe->port = bpf_ntohs(BPF_CORE_READ(in6, sin6_port));
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void decide_network(struct socket *sock, struct net_probe *probe,
+					   struct verdict *out)
+{
+	probe->proto = BPF_CORE_READ(sock, type) == SOCK_RAW ? PROTO_RAW
+							     : BPF_CORE_READ(sock, sk, sk_protocol);
+	probe->best.rank = 0;
+	probe->best.effect = NETWORK_DEFAULT_EFFECT;
+	probe->best.enforced = NETWORK_DEFAULT_ENFORCED;
+	probe->best.rule = 0xffff;
+	bpf_loop(NETWORK_RULES, network_rule_step, probe, 0);
+	*out = probe->best;
 }
 
 static __always_inline void fill_header(struct capsule_hdr *hdr, __u16 kind, __u32 size)
@@ -244,18 +411,95 @@ int BPF_PROG(file_open, struct file *file)
 {
 	struct scratch *s = scratch_get();
 	unsigned int fmode = file->f_mode;
+	/* 6.1 marks an exec open in f_flags (__FMODE_EXEC) only; later kernels in f_mode */
+	bool exec = (fmode & FMODE_EXEC) || (file->f_flags & FMODE_EXEC);
 	bool truncated;
 	int ret = 0;
 
 	if (!s)
 		return 0;
 	truncated = !scratch_path(s, &file->f_path);
-	if (fmode & FMODE_EXEC)
+	if (exec)
 		return check_open(file, s, truncated, 12, CK_FILE_EXEC);
-	if (!(fmode & FMODE_EXEC) && (fmode & FMODE_READ))
+	if (!exec && (fmode & FMODE_READ))
 		ret = check_open(file, s, truncated, 0, CK_FILE_READ);
 	if (!ret && (fmode & FMODE_WRITE))
 		ret = check_open(file, s, truncated, 1, CK_FILE_WRITE);
+	return ret;
+}
+
+/*
+ * socket_connect decides network connect: the address is the kernel's copy of what
+ * the caller passed, checked before any packet leaves. Not sleepable: it needs no
+ * bpf_d_path.
+ */
+SEC("lsm/socket_connect")
+int BPF_PROG(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
+{
+	struct net_probe probe = {.op = 0};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sockaddr(address, addrlen, &probe))
+		return 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_CONNECT, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * socket_bind decides network bind: the local address and port the caller asked
+ * for, checked before the kernel reserves them.
+ */
+SEC("lsm/socket_bind")
+int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int addrlen)
+{
+	struct net_probe probe = {.op = 1};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sockaddr(address, addrlen, &probe))
+		return 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_BIND, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
 	return ret;
 }
 

@@ -1,0 +1,113 @@
+"""The coverage report: for each kind of rule, the mechanism or "audit only"."""
+
+from __future__ import annotations
+
+import pytest
+
+from capsule.lang import load_policy
+from capsule.runtime.compat.plan import Options, build_plan
+
+# (rule, status, mechanism, a word the note must hold)
+TABLE = [
+    ("deny file read /tmp/cov-x/", "enforced", "landlock", "over-approximates"),
+    ("deny file write,truncate /etc/**", "enforced", "landlock", ""),
+    (
+        "deny file create,delete,rename,link,symlink,mkdir,rmdir /etc/**",
+        "enforced",
+        "landlock",
+        "",
+    ),
+    ("deny file exec /usr/bin/curl", "enforced", "landlock", ""),
+    ("deny process exec /usr/bin/wget", "enforced", "landlock", ""),
+    ("deny file read /**/.env", "audit only", "", "'**' inside a pattern"),
+    (
+        "deny file read /tmp/x when exe /usr/bin/cat",
+        "audit only",
+        "",
+        "cannot tell processes apart",
+    ),
+    ("deny file chmod,chown /etc/**", "audit only", "", "no compat mechanism"),
+    ("deny file read,chmod /etc/shadow", "partial", "landlock", "not chmod"),
+    ("kill file read /tmp/cov-y", "enforced", "landlock", "SIGKILL"),
+    (
+        "deny network connect addr 10.0.0.0/8",
+        "enforced",
+        "cgroup sock_addr connect",
+        "",
+    ),
+    (
+        "deny network send addr 10.0.0.1 port 53 protocol udp",
+        "enforced",
+        "cgroup sock_addr send",
+        "",
+    ),
+    ("deny network bind port 22", "enforced", "cgroup sock_addr bind", ""),
+    ("deny network listen", "audit only", "", "no compat mechanism"),
+    (
+        "deny network connect addr 10.0.0.0/8 when exe /usr/bin/curl",
+        "audit only",
+        "",
+        "subject conditions",
+    ),
+    ("deny network connect port 1-65535", "audit only", "", "port range wider"),
+    ("deny system mount", "enforced", "seccomp notification", "new mount API"),
+    ("deny system umount,chroot,pivot-root", "enforced", "seccomp notification", ""),
+    ("deny ipc ptrace", "enforced", "seccomp notification", ""),
+    ("deny namespace unshare,setns,clone", "enforced", "seccomp notification", ""),
+    ("deny creds setuid,setgid,capset", "enforced", "seccomp notification", ""),
+    ("deny creds setid-exec", "partial", "no_new_privs", "without gaining"),
+    ("deny memory wx,memfd,module-load,bpf", "enforced", "seccomp notification", ""),
+    ("deny memory fileless-exec", "partial", "seccomp notification", "another thread"),
+    ("deny signal send", "enforced", "seccomp notification", ""),
+    ("deny device open dev 1:1", "audit only", "", "no compat mechanism"),
+    ("deny system persist", "audit only", "", "no compat mechanism"),
+    ("deny namespace cgroup-move", "enforced", "read-only /sys/fs/cgroup", ""),
+    ("deny process fork", "audit only", "", "no compat mechanism"),
+    ("audit namespace unshare", "observed", "seccomp notification", ""),
+    ("audit network connect port 443", "observed", "cgroup sock_addr connect", ""),
+    ("audit file read /etc/**", "audit only", "", "nothing observes"),
+    ("allow file read /etc/**", "nothing to enforce", "", ""),
+]
+
+
+@pytest.mark.parametrize("rule,status,mechanism,note", TABLE, ids=[t[0] for t in TABLE])
+def test_coverage_line(tmp_path, rule, status, mechanism, note):
+    path = tmp_path / "p.cap"
+    path.write_text(rule + "\n")
+    policy, diagnostics = load_policy([str(path)])
+    assert not [d for d in diagnostics if d.is_error], diagnostics
+    (tmp_path / "cov").mkdir()
+    plan = build_plan(policy, Options(protected=[str(path)], abi=7, cgroup=True))
+    line = plan.report.lines[0]
+    assert (line.status, line.mechanism) == (status, mechanism), line
+    assert note in line.note
+    assert line.ref == f"{path}:1"
+
+
+def test_require_full_sees_only_blocking_audit_only_lines(tmp_path):
+    path = tmp_path / "p.cap"
+    path.write_text(
+        "deny file chmod /etc/**\naudit file read /etc/**\ndeny system mount\n"
+    )
+    policy, _ = load_policy([str(path)])
+    report = build_plan(policy, Options(abi=7)).report
+    assert [line.ref for line in report.audit_only_denials()] == [f"{path}:1"]
+
+
+def test_without_landlock_file_rules_are_audit_only(tmp_path):
+    path = tmp_path / "p.cap"
+    path.write_text("deny file read /etc/shadow\n")
+    policy, _ = load_policy([str(path)])
+    line = build_plan(policy, Options(abi=0)).report.lines[0]
+    assert line.status == "audit only" and "Landlock is not available" in line.note
+
+
+def test_rendered_report_names_every_rule_and_the_protection(tmp_path):
+    path = tmp_path / "p.cap"
+    path.write_text("deny system mount\ndeny file chmod /etc/**\n")
+    policy, _ = load_policy([str(path)])
+    text = build_plan(policy, Options(protected=[str(path)], abi=7)).report.render()
+    assert text.splitlines()[0].startswith("enforcement coverage (backend compat")
+    assert f"{path}:1" in text and f"{path}:2" in text
+    assert "audit only -- chmod: no compat mechanism" in text
+    assert "bpf() fails with EPERM" in text and str(path) in text
