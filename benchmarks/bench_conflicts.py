@@ -136,14 +136,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     for size in (int(s) for s in args.sizes.split(",")):
         # a fresh process per size, so that peak memory belongs to that size alone
-        command = [sys.executable, "-m", "benchmarks.bench_conflicts", "--one", str(size)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_conflicts",
+            "--one",
+            str(size),
+        ]
         if args.keep:
             command += ["--keep", args.keep]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{row['rules']:>6} {row['seconds']:>8} {row['cpu_seconds']:>6} "
-            f"{row['queries']:>8} {row['max_rss_mib']:>8} {row['worker_max_rss_mib']:>10}"
+            f"{row['queries']:>8} {row['max_rss_mib']:>8} "
+            f"{row['worker_max_rss_mib']:>10}"
             f"  {row['findings']}"
         )
 

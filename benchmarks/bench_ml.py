@@ -3,7 +3,8 @@
     python -m benchmarks.bench_ml [--rounds 5] [--json]
 
 Every ADFA-LD trace of the validation and test splits is one escalation window (up
-to 4,096 system calls, the spec's max_len). Each round classifies every window once,
+to 4,096 system calls, the spec's max_len) for the syscall model, and every held-out
+scenario pair (recording + task) one window for the event model. Each round classifies every window once,
 in a shuffled order (seeded), through the same Classifier.classify() call that
 enforcement makes, so a figure covers feature extraction plus ONNX inference on one
 CPU thread. `classify` is the wall-clock latency the caller waits; `classify_cpu` is
@@ -24,9 +25,9 @@ import time
 
 import numpy as np
 
-from capsule.ml import adfa
-from capsule.ml.features import Window
-from capsule.ml.model import Classifier
+from capsule.ml import adfa, scenarios
+from capsule.ml.features import Window, event_token
+from capsule.ml.model import DEFAULT_MODEL, EVENTS_MODEL, Classifier
 
 SEED = 0
 TARGET_P99_MS = 2.0
@@ -42,10 +43,28 @@ def _percentiles(samples: list[float]) -> dict:
     }
 
 
-def run(rounds: int) -> dict:
-    classifier = Classifier()
+def _adfa_windows() -> list[Window]:
     traces = [t for t in adfa.load() if t.split in ("val", "test")]
-    windows = [Window(syscalls=t.syscalls) for t in traces]
+    return [Window(syscalls=t.syscalls) for t in traces]
+
+
+def _scenario_windows() -> list[Window]:
+    # event tokens are made as events arrive, so the windows carry them already
+    held_out = ("val", "test", "fresh")
+    pairs = scenarios.pairs(scenarios.load_recordings())
+    return [p.window for p in pairs if p.split in held_out]
+
+
+def _tokens_per_event_us() -> float:
+    events = [ev for _, evs in scenarios.load_recordings() for ev in evs]
+    start = time.thread_time()
+    for event in events:
+        event_token(event, "/home/capsule-ml-scn/project")
+    return (time.thread_time() - start) * 1e6 / len(events)
+
+
+def run_model(classifier: Classifier, windows: list[Window], rounds: int) -> dict:
+    """Time classify() (wall and CPU) and the bare inference over shuffled windows."""
     rows = [classifier.spec.vectorize(w)[None, :] for w in windows]
     order = list(range(len(windows)))
     rnd = random.Random(SEED)
@@ -62,17 +81,28 @@ def run(rounds: int) -> dict:
             start = time.perf_counter()
             classifier.scores(rows[i])
             inference.append((time.perf_counter() - start) * 1000.0)
-    lengths = [min(len(w.syscalls), classifier.spec.max_len) for w in windows]
+    lengths = [len(classifier.spec.tokens(w)) for w in windows]
     return {
+        "model": classifier.path.name,
         "windows": len(windows),
         "rounds": rounds,
         "window_len": {"median": int(np.median(lengths)), "max": max(lengths)},
-        "load_average_1m": os.getloadavg()[0],
-        "cpus": os.cpu_count(),
         "classify": _percentiles(end_to_end),
         "classify_cpu": _percentiles(cpu),
         "inference_only": _percentiles(inference),
     }
+
+
+def run(rounds: int) -> dict:
+    results = {
+        "load_average_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "adfa": run_model(Classifier(DEFAULT_MODEL), _adfa_windows(), rounds),
+        "events": run_model(Classifier(EVENTS_MODEL), _scenario_windows(), rounds),
+        "event_token_us": _tokens_per_event_us(),
+    }
+    results["load_average_1m_end"] = os.getloadavg()[0]
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,21 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        _print(result)
+    worst = max(result[k]["classify"]["p99_ms"] for k in ("adfa", "events"))
+    return 0 if worst <= TARGET_P99_MS else 1
+
+
+def _print(result: dict) -> None:
+    print(
+        f"load average {result['load_average_1m']:.1f} -> "
+        f"{result['load_average_1m_end']:.1f} on {result['cpus']} CPUs "
+        "(wall-clock figures include waiting for a CPU)"
+    )
+    for key in ("adfa", "events"):
+        r = result[key]
         print(
-            f"{result['windows']} windows x {result['rounds']} rounds, window length "
-            f"median {result['window_len']['median']}, max {result['window_len']['max']}"
-        )
-        print(
-            f"load average {result['load_average_1m']:.1f} on {result['cpus']} CPUs "
-            "(wall-clock figures include waiting for a CPU)"
+            f"{r['model']}: {r['windows']} windows x {r['rounds']} rounds, length "
+            f"median {r['window_len']['median']}, max {r['window_len']['max']}"
         )
         for name in ("classify", "classify_cpu", "inference_only"):
-            r = result[name]
+            p = r[name]
             print(
-                f"{name:>15}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                f"max {r['max_ms']:.3f} ms"
+                f"{name:>15}: p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  "
+                f"max {p['max_ms']:.3f} ms"
             )
-    return 0 if result["classify"]["p99_ms"] <= TARGET_P99_MS else 1
+    print(f"event_token: {result['event_token_us']:.1f} us per event, as events arrive")
 
 
 if __name__ == "__main__":

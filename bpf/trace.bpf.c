@@ -306,19 +306,24 @@ static __always_inline void exec_extra_events(struct ev_exec *ev, bool fileless,
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct file *file = BPF_CORE_READ(bprm, file);
-	const char *filename = BPF_CORE_READ(bprm, filename);
-	const char *interp = BPF_CORE_READ(bprm, interp);
-	u64 arg_start = BPF_CORE_READ(p, mm, arg_start), arg_end = BPF_CORE_READ(p, mm, arg_end);
-	u32 tid = (u32)bpf_get_current_pid_tgid(), euid = BPF_CORE_READ(p, cred, euid.val);
-	struct stash *s = bpf_map_lookup_elem(&stash, &tid);
-	bool setid = BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec);
-	u64 len = arg_end - arg_start;
+	u32 tid = (u32)bpf_get_current_pid_tgid(), euid;
+	const char *filename, *interp;
 	struct ev_exec *ev;
+	struct stash *s;
+	struct file *file;
+	u64 len;
+	bool setid;
 
 	if (!in_scope())
 		return 0;
 
+	file = BPF_CORE_READ(bprm, file);
+	filename = BPF_CORE_READ(bprm, filename);
+	interp = BPF_CORE_READ(bprm, interp);
+	len = BPF_CORE_READ(p, mm, arg_end) - BPF_CORE_READ(p, mm, arg_start);
+	euid = BPF_CORE_READ(p, cred, euid.val);
+	s = bpf_map_lookup_elem(&stash, &tid);
+	setid = BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec);
 	ev = reserve(sizeof(*ev), CK_PROC_EXEC);
 	if (!ev)
 		return 0;
@@ -334,11 +339,13 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		ev->hdr.flags |= CAPSULE_F_TRUNCATED;
 	}
 	ev->args_len = len;
-	if (bpf_probe_read_user(ev->argv, len, (void *)arg_start))
+	if (bpf_probe_read_user(ev->argv, len, (void *)BPF_CORE_READ(p, mm, arg_start)))
 		ev->args_len = 0;
 
 	/* a #! script: bprm->interp then names the interpreter, bprm->filename the script */
-	bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename);
+	if (bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename) ==
+	    sizeof(ev->filename))
+		ev->hdr.flags |= CAPSULE_F_TRUNCATED;
 	ev->interpreter[0] = 0;
 	if (interp != filename) {
 		bpf_probe_read_kernel_str(ev->interpreter, sizeof(ev->interpreter), interp);

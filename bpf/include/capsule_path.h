@@ -91,7 +91,8 @@ done:
  * bpf_d_path() is only allowed in a few fentry/LSM hooks, which this kernel refuses,
  * so the walk climbs d_parent itself and crosses mounts through mnt_parent, in
  * bpf_loop() steps so that the verifier checks one step, not every depth. It stops at
- * the task's root, so a chrooted task sees the path it used. Returns true when cut.
+ * the task's root, so a chrooted task sees the path it used. Returns true when cut; a cut
+ * path keeps its last components behind "...", as in ".../lib/python3/site.py".
  */
 static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmount *vfsmnt,
 					   char *out)
@@ -114,9 +115,15 @@ static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmoun
 	buf[CAPSULE_PATH_MAX - 1] = 0;
 	bpf_loop(PATH_DEPTH, path_walk_step, &w, 0);
 	pos = w.pos & HALF_MASK;
-	if (pos == CAPSULE_PATH_MAX - 1) { /* the root itself */
+	if (pos == CAPSULE_PATH_MAX - 1 && w.done) { /* the root itself */
 		pos--;
 		buf[pos] = '/';
+	}
+	if (!w.done && pos >= 3) { /* cut: show it, so the tail never passes for a path */
+		pos -= 3;
+		buf[pos & HALF_MASK] = '.';
+		buf[(pos + 1) & HALF_MASK] = '.';
+		buf[(pos + 2) & HALF_MASK] = '.';
 	}
 	bpf_probe_read_kernel(out, CAPSULE_PATH_MAX - pos, &buf[pos]);
 	return !w.done;

@@ -34,7 +34,7 @@ EQUALS_DEFAULT = "equals-default"
 UNDECIDED = "undecided"
 
 CODES = {
-    CONTRADICTION: "overlapping rules with different effects that only the effect orders",
+    CONTRADICTION: "overlapping rules with different effects that only effect orders",
     SHADOWED: "a rule that higher-precedence rules always override",
     REDUNDANT: "a rule whose removal changes no decision",
     PARTLY_OVERRIDDEN: "part of a rule's match set is decided by another rule",
@@ -51,6 +51,9 @@ class Limits:
     rlimit: int = encode.RLIMIT
 
 
+DEFAULT_LIMITS = Limits()
+
+
 # Two workers: the target machine has two cores. Fixed, not os.cpu_count(), so that
 # every machine splits the work, and thus builds its z3 terms, the same way.
 JOBS = 2
@@ -59,7 +62,7 @@ PARALLEL_MIN_CLAUSES = 200
 
 
 def analyze(
-    policy: Policy, limits: Limits = Limits(), jobs: int = JOBS
+    policy: Policy, limits: Limits = DEFAULT_LIMITS, jobs: int = JOBS
 ) -> list[Diagnostic]:
     """All conflict findings of `policy`, sorted by location.
 
@@ -136,12 +139,17 @@ def describe(clause: Clause) -> str:
 
 def clause_text(clause: Clause) -> str:
     rule = clause.rule
-    words = [str(rule.effect), rule.area, ",".join(sorted(rule.ops))]
+    every_op = rule.ops >= set(names.AREAS[rule.area])
+    words = [
+        str(rule.effect),
+        rule.area,
+        "*" if every_op else ",".join(sorted(rule.ops)),
+    ]
     default = names.DEFAULT_FIELD.get(rule.area)
     for field, pattern in clause.object.items():
         words.append(str(pattern) if field == default else f"{field} {pattern}")
     if not rule.subject.is_any:
-        words.append(f"if {rule.subject}")
+        words.append(f"when {rule.subject}")
     if rule.after is not None:
         words.append(f"after {rule.after.name}")
     if rule.priority:
@@ -158,7 +166,9 @@ class _AreaAnalysis:
         self.ranked = sorted(clauses, key=semantics.precedence, reverse=True)
         self.index = PairIndex(self.ranked)
         self.sym = SymbolicEvent(area, clauses)
-        self.default = outcome_of(policy.default(area), policy.default_fallbacks.get(area))
+        self.default = outcome_of(
+            policy.default(area), policy.default_fallbacks.get(area)
+        )
         self._match: dict[int, z3.BoolRef] = {}
         self._partners: dict[int, list[int]] = {}
         self._rule_order = {id(rule): n for n, rule in enumerate(policy.rules)}
@@ -167,15 +177,21 @@ class _AreaAnalysis:
     def run(self, share: int = 0, shares: int = 1) -> list[Diagnostic]:
         """Findings of the clauses whose rank index is `share` modulo `shares`."""
         for i in range(share, len(self.ranked), shares):
-            partners = self._partners[i] = self.index.partners(i)
-            higher = [j for j in partners if j < i]
-            lower = [j for j in partners if j > i]
-            tied = self._check_pairs(i, higher, tied_only=True)
-            if self._check_shadowed(i, higher, tied):
-                continue
-            self._check_redundant(i, higher, lower)
-            self._check_pairs(i, higher, tied_only=False)
+            try:
+                self._check_clause(i)
+            except encode.EncodeError as err:
+                self._unencodable(i, err)
         return self.findings
+
+    def _check_clause(self, i: int) -> None:
+        partners = self._partners[i] = self.index.partners(i)
+        higher = [j for j in partners if j < i]
+        lower = [j for j in partners if j > i]
+        tied = self._check_pairs(i, higher, tied_only=True)
+        if self._check_shadowed(i, higher, tied):
+            return
+        self._check_redundant(i, higher, lower)
+        self._check_pairs(i, higher, tied_only=False)
 
     # -- queries -------------------------------------------------------------------
 
@@ -209,21 +225,31 @@ class _AreaAnalysis:
             return event
         return self.solve(involved, constraints)
 
-    def pinned(self, involved, constraints, event: Event) -> Event | None:
-        """The witness from a z3 model of the query pinned to `event`.
+    def witnessed(self, involved, constraints, positives, accept):
+        """Like `ask`, but a "sat" comes back as an Event read from a z3 model.
 
-        A candidate that the language's matcher accepts must satisfy the z3
-        encoding too; if it does not, the encodings disagree, which is a bug.
+        A candidate is pinned into the query, so that z3 gives the model; one that
+        the language's matcher accepts must satisfy the z3 encoding too, and if it
+        does not, the encodings disagree (a bug): that is logged and z3 decides
+        the query on its own.
+
+        Returns an Event, Unsat or Undecided.
         """
-        # no domain: the pinned values are a real event already, and z3 only has to
-        # evaluate the formulas on them
-        outcome = encode.solve(
-            [*constraints, *self.sym.fix(event)], self.limits.timeout_ms, self.limits.rlimit
-        )
-        if isinstance(outcome, encode.Sat):
-            return self.witness(outcome)
-        log.error("internal error: z3 rejects candidate %s", format_event(event))
-        return None
+        found = self.ask(involved, constraints, positives, accept)
+        if isinstance(found, Event):
+            # no domain: the pinned values are a real event already
+            pinned = encode.solve(
+                [*constraints, *self.sym.fix(found)],
+                self.limits.timeout_ms, self.limits.rlimit,
+            )  # fmt: skip
+            if not isinstance(pinned, encode.Unsat):
+                found = pinned
+            else:
+                log.error(
+                    "internal error: z3 rejects candidate %s", format_event(found)
+                )
+                found = self.solve(involved, constraints)
+        return self.witness(found) if isinstance(found, encode.Sat) else found
 
     def py_decides(self, i: int, higher: list[int]):
         clause, above = self.ranked[i], [self.ranked[j] for j in higher]
@@ -249,8 +275,11 @@ class _AreaAnalysis:
             return False
         if not isinstance(outcome, encode.Unsat):
             return False
-        event = self._example([i], [self.match(i)], [i], lambda e: True)
-        if event is None:
+        event = self.witnessed([i], [self.match(i)], [i], lambda e: True)
+        if isinstance(event, encode.Undecided):
+            self._undecided(i, "shadowed", event)
+            return False
+        if not isinstance(event, Event):
             return False  # matches nothing at all
         decision = semantics.decide(self.near(i), event)
         clause = self.ranked[i]
@@ -265,16 +294,6 @@ class _AreaAnalysis:
             event, [winner],
         )  # fmt: skip
         return True
-
-    def _example(self, involved, constraints, positives, accept) -> Event | None:
-        """A witness from a z3 model: a candidate pinned, or z3's own."""
-        found = self.ask(involved, constraints, positives, accept)
-        if isinstance(found, Event):
-            pinned = self.pinned(involved, constraints, found)
-            if pinned is not None:
-                return pinned
-            found = self.solve(involved, constraints)
-        return self.witness(found) if isinstance(found, encode.Sat) else None
 
     # -- redundant and equal to the default ------------------------------------------
 
@@ -305,10 +324,12 @@ class _AreaAnalysis:
 
     def _report_redundant(self, i: int, higher: list[int], lower: list[int]) -> None:
         clause = self.ranked[i]
-        event = self._example(
+        event = self.witnessed(
             [i, *higher], self.decides(i, higher), [i], self.py_decides(i, higher)
         )
-        if event is None:
+        if isinstance(event, encode.Undecided):
+            self._undecided(i, "redundant", event)
+        if not isinstance(event, Event):
             return
         rest = _without(self.near(i), clause)
         after = semantics.decide(rest, event)
@@ -347,13 +368,7 @@ class _AreaAnalysis:
             above = [k for k in higher if k < j and may_overlap(self.ranked[k], other)]
             query = [self.match(i), *self.decides(j, above)]
             decides = self.py_decides(j, above)
-            outcome = self.ask([i, j, *above], query, [i, j], decides)
-            if isinstance(outcome, Event):
-                outcome = self.pinned([i, j, *above], query, outcome) or self.solve(
-                    [i, j, *above], query
-                )
-            if isinstance(outcome, encode.Sat):
-                outcome = self.witness(outcome)
+            outcome = self.witnessed([i, j, *above], query, [i, j], decides)
             if isinstance(outcome, encode.Undecided):
                 self._undecided(i, f"overlaps {other.rule.ref}", outcome)
             elif isinstance(outcome, Event):
@@ -368,7 +383,10 @@ class _AreaAnalysis:
         matches, since the prefilter never leaves out a clause that shares an event
         with it, and it is far cheaper to replay witnesses on.
         """
-        rules = {id(c.rule): c.rule for c in (self.ranked[k] for k in [i, *self._partners[i]])}
+        rules = {
+            id(c.rule): c.rule
+            for c in (self.ranked[k] for k in [i, *self._partners[i]])
+        }
         ordered = sorted(rules.values(), key=lambda r: self._rule_order[id(r)])
         return replace(self.policy, rules=tuple(ordered))
 
@@ -377,13 +395,17 @@ class _AreaAnalysis:
         pair = [self.ranked[i], self.ranked[j]]
         if sampler.find(pair, lambda e: True) is not None:
             return True
-        return not isinstance(self.solve([i, j], [self.match(i), self.match(j)]), encode.Unsat)
+        return not isinstance(
+            self.solve([i, j], [self.match(i), self.match(j)]), encode.Unsat
+        )
 
     def _report_pair(self, i: int, j: int, event: Event, tied: bool) -> None:
         clause, other = self.ranked[i], self.ranked[j]
         decision = semantics.decide(self.near(i), event)
         if decision.clause != other or clause not in decision.overridden:
-            self._bad_witness(CONTRADICTION if tied else PARTLY_OVERRIDDEN, clause, event)
+            self._bad_witness(
+                CONTRADICTION if tied else PARTLY_OVERRIDDEN, clause, event
+            )
             return
         if tied:
             message = (
@@ -393,7 +415,9 @@ class _AreaAnalysis:
             )
             self._report(ERROR, CONTRADICTION, clause, message, event, [other])
             return
-        message = f"rule at {describe(clause)} is partly overridden by {describe(other)}"
+        message = (
+            f"rule at {describe(clause)} is partly overridden by {describe(other)}"
+        )
         self._report(NOTE, PARTLY_OVERRIDDEN, clause, message, event, [other])
 
     # -- reporting ---------------------------------------------------------------------
@@ -401,10 +425,13 @@ class _AreaAnalysis:
     def _report(self, severity, code, clause, message, event, others) -> None:
         shown = format_event(event, subject_keys([clause, *others]))
         related = tuple(
-            Related(o.rule.loc, f"{_related_role(code)}: {clause_text(o)}") for o in others
+            Related(o.rule.loc, f"{_related_role(code)}: {clause_text(o)}")
+            for o in others
         )
         self.findings.append(
-            Diagnostic(severity, code, f"{message}: e.g. {shown}", clause.rule.loc, related)
+            Diagnostic(
+                severity, code, f"{message}: e.g. {shown}", clause.rule.loc, related
+            )
         )
 
     def _undecided(self, i: int, question: str, outcome: encode.Undecided) -> None:
@@ -413,6 +440,14 @@ class _AreaAnalysis:
             f"undecided: z3 could not tell whether rule at {describe(clause)} "
             f"{'is ' if question in ('shadowed', 'redundant') else ''}{question} "
             f"({outcome.reason})"
+        )
+        self.findings.append(Diagnostic(WARNING, UNDECIDED, message, clause.rule.loc))
+
+    def _unencodable(self, i: int, err: encode.EncodeError) -> None:
+        clause = self.ranked[i]
+        message = (
+            f"undecided: rule at {describe(clause)} or a rule it meets cannot be "
+            f"encoded for z3 ({err})"
         )
         self.findings.append(Diagnostic(WARNING, UNDECIDED, message, clause.rule.loc))
 

@@ -8,18 +8,26 @@ asked for an event where the terms differ; each answer is one kind of change
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
 import z3
 
-from capsule.analysis import encode
-from capsule.analysis.conflicts import Limits, clause_outcome, decision_outcome
-from capsule.analysis.conflicts import outcome_of, subject_keys
+from capsule.analysis import encode, sampler
+from capsule.analysis.conflicts import (
+    DEFAULT_LIMITS,
+    Limits,
+    clause_outcome,
+    decision_outcome,
+    outcome_of,
+    subject_keys,
+)
 from capsule.analysis.eventtext import format_event
 from capsule.analysis.matchset import SymbolicEvent
+from capsule.analysis.prefilter import PairIndex
 from capsule.lang import names, semantics
-from capsule.lang.model import Event, Policy
+from capsule.lang.model import Clause, Event, Policy
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,10 @@ class Change:
     def label(self) -> str:
         old_blocks, new_blocks = self.old[0].blocks, self.new[0].blocks
         if old_blocks and not new_blocks:
-            return "now allowed" if self.new[0].value == "allow" else (
-                f"now {_PAST[self.new[0].value]} (no longer blocked)"
+            return (
+                "now allowed"
+                if self.new[0].value == "allow"
+                else (f"now {_PAST[self.new[0].value]} (no longer blocked)")
             )
         return f"now {_PAST[self.new[0].value]}"
 
@@ -78,34 +88,104 @@ class PolicyDiff:
         return any(a.undecided for a in self.areas)
 
 
-def diff(old: Policy, new: Policy, limits: Limits = Limits()) -> PolicyDiff:
+def diff(old: Policy, new: Policy, limits: Limits = DEFAULT_LIMITS) -> PolicyDiff:
     """Compare two policies area by area."""
     return PolicyDiff([_diff_area(old, new, area, limits) for area in names.AREAS])
 
 
 def _diff_area(old: Policy, new: Policy, area: str, limits: Limits) -> AreaDiff:
     result = AreaDiff(area)
-    old_clauses, new_clauses = list(old.clauses(area)), list(new.clauses(area))
-    everything = old_clauses + new_clauses
-    sym = SymbolicEvent(area, everything)
+    scope = _Scope(old, new, area)
+    if scope.same:
+        return result
+    sym = SymbolicEvent(area, scope.clauses)
     codes: dict = {}
-    old_term = _decision_term(sym, old, area, old_clauses, codes)
-    new_term = _decision_term(sym, new, area, new_clauses, codes)
+    old_term = _decision_term(sym, old, area, scope.old, codes)
+    new_term = _decision_term(sym, new, area, scope.new, codes)
+    focus = z3.Or(*[sym.matches(c) for c in scope.changed]) if scope.changed else True
+    base = [*sym.domain(scope.clauses), focus, old_term != new_term]
+    subject = subject_keys(scope.clauses)
     blocked: list[z3.BoolRef] = []
+    # cheap witnesses first: candidate events of the changed clauses, pinned in z3
+    for event in scope.candidates():
+        change = _change(old, new, event, subject)
+        if change is None or _kind(change) in {_kind(c) for c in result.changes}:
+            continue
+        pinned = encode.solve(
+            [*base, *sym.fix(event)], limits.timeout_ms, limits.rlimit
+        )
+        if isinstance(pinned, encode.Sat):
+            change = _change(old, new, sym.witness(pinned.model), subject)
+            result.changes.append(change)
+            blocked.append(_block(sym, change, codes, old_term, new_term))
+    # then z3 finds the remaining kinds of change, one by one, until none is left
     while True:
-        query = [*sym.domain(everything), old_term != new_term, *blocked]
-        outcome = encode.solve(query, limits.timeout_ms, limits.rlimit)
+        outcome = encode.solve([*base, *blocked], limits.timeout_ms, limits.rlimit)
         if isinstance(outcome, encode.Undecided):
             result.undecided = outcome.reason
             return result
         if isinstance(outcome, encode.Unsat):
             return result
-        change = _change(old, new, sym.witness(outcome.model), subject_keys(everything))
+        change = _change(old, new, sym.witness(outcome.model), subject)
         if change is None:
             result.undecided = "internal error: a witness did not replay"
             return result
         result.changes.append(change)
         blocked.append(_block(sym, change, codes, old_term, new_term))
+
+
+def _kind(change: Change) -> tuple:
+    return (change.op, change.old, change.new)
+
+
+class _Scope:
+    """The clauses of one area that a difference can involve.
+
+    A decision depends only on which clauses match (their precedence and outcome),
+    not on where they are written. So an event decided differently must match a
+    clause that one policy has and the other lacks (`changed`), unless the area's
+    default changed. Only the changed clauses and the clauses that may meet them
+    (the prefilter) enter the z3 terms; the others cannot match such an event.
+    """
+
+    def __init__(self, old: Policy, new: Policy, area: str):
+        self.area = area
+        old_all, new_all = list(old.clauses(area)), list(new.clauses(area))
+        old_keys, new_keys = {_key(c) for c in old_all}, {_key(c) for c in new_all}
+        self.changed = [c for c in old_all if _key(c) not in new_keys]
+        self.changed += [c for c in new_all if _key(c) not in old_keys]
+        defaults = [
+            outcome_of(p.default(area), p.default_fallbacks.get(area))
+            for p in (old, new)
+        ]
+        self.default_changed = defaults[0] != defaults[1]
+        self.same = not self.changed and not self.default_changed
+        if self.default_changed:
+            self.old, self.new = old_all, new_all
+        else:
+            everything = old_all + new_all
+            index = PairIndex(everything)
+            wanted = {id(c) for c in self.changed}
+            near = {j for i, c in enumerate(everything) if id(c) in wanted
+                    for j in [i, *index.partners(i)]}  # fmt: skip
+            self.old = [c for i, c in enumerate(old_all) if i in near]
+            self.new = [c for i, c in enumerate(new_all) if len(old_all) + i in near]
+        self.clauses = self.old + self.new
+
+    def candidates(self):
+        """A few candidate events per changed clause (all clauses if the default
+        changed)."""
+        sources = self.changed or self.clauses
+        for clause in sources:
+            yield from itertools.islice(sampler.candidates([clause]), 8)
+
+
+def _key(clause: Clause) -> tuple:
+    """What a clause decides with: everything but where it is written."""
+    rule = clause.rule
+    after = rule.after.name if rule.after else None
+    return (rule.ops, clause.object, rule.subject, after, rule.priority,
+            rule.effect, rule.enforced)  # fmt: skip
 
 
 def _decision_term(sym, policy, area, clauses, codes) -> z3.ArithRef:
@@ -149,14 +229,17 @@ def _outcome_text(outcome) -> str:
 def render_text(result: PolicyDiff, old_name: str, new_name: str) -> str:
     """Human-readable diff; one line per kind of change."""
     if result.equivalent:
-        return f"{old_name} and {new_name} are equivalent: no event is decided differently\n"
+        same = "no event is decided differently"
+        return f"{old_name} and {new_name} are equivalent: {same}\n"
     lines = []
     for area in result.areas:
         if area.equivalent:
             continue
         lines.append(f"{area.area}:")
         for change in area.changes:
-            rules = f"[{change.old_rule or 'default'} -> {change.new_rule or 'default'}]"
+            rules = (
+                f"[{change.old_rule or 'default'} -> {change.new_rule or 'default'}]"
+            )
             lines.append(f"  {change.text()} {rules}")
         if area.undecided:
             lines.append(f"  undecided: z3 could not finish ({area.undecided})")

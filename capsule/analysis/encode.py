@@ -81,9 +81,7 @@ def new_solver(timeout_ms: int = TIMEOUT_MS, rlimit: int = RLIMIT) -> z3.Solver:
 stats = {"queries": 0}
 
 
-def solve(
-    constraints, timeout_ms: int = TIMEOUT_MS, rlimit: int = RLIMIT
-) -> Outcome:
+def solve(constraints, timeout_ms: int = TIMEOUT_MS, rlimit: int = RLIMIT) -> Outcome:
     """Check the conjunction of `constraints` on a fresh, configured solver."""
     stats["queries"] += 1
     solver = new_solver(timeout_ms, rlimit)
@@ -299,7 +297,9 @@ def path_domain(path: z3.SeqRef, literals: set[str]) -> z3.BoolRef:
 def _path_shape(literals: frozenset[str]) -> z3.ReRef:
     alphabet = (set(literals) | set(_FILLER)) - {"/"}
     if set(_FILLER) <= literals:
-        alphabet.add(next(chr(c) for c in range(0xC0, MAX_CHAR) if chr(c) not in literals))
+        alphabet.add(
+            next(chr(c) for c in range(0xC0, MAX_CHAR) if chr(c) not in literals)
+        )
     segment = z3.Intersect(
         z3.Plus(_char_set_re(alphabet)),
         z3.Complement(z3.Union(literal_re("."), literal_re(".."))),
@@ -419,8 +419,10 @@ class Enumeration:
         return self._const[name]
 
     def is_one_of(self, term: z3.ExprRef, names) -> z3.BoolRef:
-        return z3.Or(*[term == self.value(n) for n in names]) if names else z3.BoolVal(
-            False
+        return (
+            z3.Or(*[term == self.value(n) for n in names])
+            if names
+            else z3.BoolVal(False)
         )
 
     def name_of(self, model_value: z3.ExprRef) -> str:

@@ -132,9 +132,11 @@ def _field_value(text, kind, value, where):
 
 def _path(text, value, where) -> str:
     parts = value.split("/")
-    if not value.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]):
-        if value != "/":
-            raise _error(text, f"{where}: a path must be absolute and normalized")
+    normalized = value.startswith("/") and all(
+        p not in ("", ".", "..") for p in parts[1:]
+    )
+    if not normalized and value != "/":
+        raise _error(text, f"{where}: a path must be absolute and normalized")
     return value
 
 

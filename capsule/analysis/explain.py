@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import z3
 
 from capsule.analysis import encode
-from capsule.analysis.conflicts import Limits, clause_text
+from capsule.analysis.conflicts import DEFAULT_LIMITS, Limits, clause_text
 from capsule.analysis.eventtext import format_event
 from capsule.analysis.matchset import SymbolicEvent
 from capsule.lang import semantics
@@ -30,7 +30,9 @@ class Explanation:
     note: str = ""
 
 
-def explain(policy: Policy, event: Event, limits: Limits = Limits()) -> Explanation:
+def explain(
+    policy: Policy, event: Event, limits: Limits = DEFAULT_LIMITS
+) -> Explanation:
     decision = semantics.decide(policy, event)
     agrees, note = cross_check(policy, event, decision, limits)
     return Explanation(event, decision, agrees, note)
@@ -53,7 +55,9 @@ def cross_check(policy, event, decision, limits) -> tuple[bool | None, str]:
     model = outcome.model
     index = model.eval(winner, model_completion=True).as_long()
     z3_winner = ranked[index] if index >= 0 else None
-    z3_matching = [c for c, m in zip(ranked, matched) if z3.is_true(model.eval(m, True))]
+    z3_matching = [
+        c for c, m in zip(ranked, matched) if z3.is_true(model.eval(m, True))
+    ]
     expected = [decision.clause, *decision.overridden] if decision.clause else []
     if z3_winner != decision.clause or z3_matching != expected:
         found = z3_winner.rule.ref if z3_winner else "the default"

@@ -308,14 +308,18 @@ class SymbolicEvent:
             bits = sum(1 << i for i, f in enumerate(names.MOUNT_FLAGS) if f in value)
             return var == bits
         enum = self._enums[kind]
-        named = [n for n in enum.names if n != encode.OTHER and Name(kind, n).matches(value)]
+        named = [
+            n for n in enum.names if n != encode.OTHER and Name(kind, n).matches(value)
+        ]
         return var == enum.value(named[0] if named else encode.OTHER)
 
 
 @functools.cache
 def _closed_enums() -> dict[str, encode.Enumeration]:
     # made once: each z3 enumeration sort lives as long as the z3 context
-    return {kind: encode.Enumeration(kind, make()) for kind, make in _VOCABULARY.items()}
+    return {
+        kind: encode.Enumeration(kind, make()) for kind, make in _VOCABULARY.items()
+    }
 
 
 def _device_matches(var, device: DeviceNumber) -> z3.BoolRef:

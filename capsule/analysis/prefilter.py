@@ -80,7 +80,9 @@ def _devices(pattern):
 
 
 def _devices_meet(x: DeviceNumber, y: DeviceNumber) -> bool:
-    return x.major == y.major and (x.minor is None or y.minor is None or x.minor == y.minor)
+    return x.major == y.major and (
+        x.minor is None or y.minor is None or x.minor == y.minor
+    )
 
 
 def _alternatives_may_meet(xs, ys) -> bool:

@@ -58,7 +58,9 @@ def find(positives: list[Clause], accept: Callable[[Event], bool]) -> Event | No
 def candidates(positives: list[Clause]) -> Iterator[Event]:
     area = positives[0].rule.area
     ops = frozenset.intersection(*(c.rule.ops for c in positives))
-    field_choices = [_field_choices(area, f, k, positives) for f, k in names.FIELDS[area].items()]
+    field_choices = [
+        _field_choices(area, f, k, positives) for f, k in names.FIELDS[area].items()
+    ]
     subject_choices = _subject_choices(positives)
     taints = frozenset(c.rule.after.name for c in positives if c.rule.after)
     for op in sorted(ops):
@@ -71,9 +73,7 @@ def candidates(positives: list[Clause]) -> Iterator[Event]:
 
 def _drop_absent(area: str, op: str, fields: dict) -> dict:
     return {
-        f: v
-        for f, v in fields.items()
-        if op in matchset.FIELD_OPS.get((area, f), {op})
+        f: v for f, v in fields.items() if op in matchset.FIELD_OPS.get((area, f), {op})
     }
 
 
@@ -98,12 +98,17 @@ def _subject_choices(positives) -> list[list]:
         values = []
         for pattern in alternatives[0]:
             values += samples(pattern)
-        ok = [v for v in values if all(any(p.matches(v) for p in a) for a in alternatives)]
+        ok = [
+            v for v in values if all(any(p.matches(v) for p in a) for a in alternatives)
+        ]
         return ok[:4]
 
     ancestors = [(a,) for a in pick("ancestor", None) if a is not None] or [()]
     return [
-        pick("exe", "/usr/bin/zq"), ancestors, pick("uid", 4242), pick("cgroup", "/zq")
+        pick("exe", "/usr/bin/zq"),
+        ancestors,
+        pick("uid", 4242),
+        pick("cgroup", "/zq"),
     ]
 
 

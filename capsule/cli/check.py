@@ -38,7 +38,9 @@ def check(
     output_format: Format = typer.Option(
         Format.text, "--format", "-f", help="Output: text, json or sarif (2.1.0)."
     ),
-    strict: bool = typer.Option(False, "--strict", help="Exit 3 if there are warnings."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 3 if there are warnings."
+    ),
     conflicts: bool = typer.Option(
         True, "--conflicts/--no-conflicts", help="Run the conflict analysis (z3)."
     ),
@@ -57,8 +59,9 @@ def check(
     typer.echo(_render(diags, output_format), nl=False)
     if output_format is Format.text:
         files_text = f"{len(files)} file{'s' * (len(files) != 1)}"
-        typer.echo(f"capsule check: {files_text}, {rules} rules: {summary(diags)}",
-                   err=True)  # fmt: skip
+        typer.echo(
+            f"capsule check: {files_text}, {rules} rules: {summary(diags)}", err=True
+        )
     raise typer.Exit(exit_code(diags, strict))
 
 

@@ -109,6 +109,9 @@ def enforce(
         help="Report Landlock's refusals in the timeline (costs every syscall on the "
         "machine a little while CMD runs).",
     ),
+    trace: bool = typer.Option(
+        False, "--trace", help="Also trace everything CMD does (the full timeline, and "
+        "audit rules on operations no enforcement mechanism sees)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     live: bool = typer.Option(
         True,
@@ -147,7 +150,7 @@ def enforce(
         require=require,
         self_protect=self_protect,
         caps=caps,
-        report_denials=report_denials,
+        report_denials=report_denials, trace=trace,
         on_event=Timeline(err).write if live else None,
         on_coverage=lambda report: err.print(report.render(), markup=False),
     )

@@ -191,6 +191,9 @@ def _map_symbols(elf: ELFFile) -> set[str]:
 def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:
     """Lower, render, compile and check one checked policy into the directory `out`."""
     arch = arch or host_arch()
+    if arch not in ARCHES:
+        targets = ", ".join(ARCHES)
+        raise CapsuleError(f"failed to compile for {arch}: targets are {targets}")
     out.mkdir(parents=True, exist_ok=True)
     ir = lower(policy)
     for item in ir.unsupported:

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import posixpath
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,6 +339,14 @@ KINDS = (
         "file2",
         "path is the link's content as written; new_path is the link",
     ),
+    Kind(
+        32,
+        "file_exec",
+        "file",
+        "exec",
+        "open",
+        "an open for execution, from enforcement hooks; the tracer reports proc_exec",
+    ),
     Kind(40, "cred_setuid", "creds", "setuid", "creds"),
     Kind(41, "cred_setgid", "creds", "setgid", "creds"),
     Kind(42, "cred_capset", "creds", "capset", "creds"),
@@ -451,7 +460,7 @@ def write_c_header(path: Path) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent builds write their own
     tmp.write_text(text)
     os.replace(tmp, path)
     return True
@@ -464,7 +473,8 @@ _SOCK_TYPES = {1: "tcp", 2: "udp", 3: "raw", 5: "seqpacket"}
 
 
 def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
 
 
 def join_path(directory: str, name: str) -> str:
@@ -528,41 +538,63 @@ def _format(fld: Field) -> str:
 
 
 class _Decoder:
-    """Decodes one layout: one struct.Struct unpack, then the string fix-ups."""
+    """Decodes one layout with a function generated from it: one struct unpack into a
+    dict literal, with strings cut at their NUL and (dir, name) pairs joined. Compared
+    with a loop over the fields this halves the cost per event, which bounds how many
+    events per second user space can take in."""
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, kind: Kind | None = None):
         fields = HEADER + layout.fields
         layout_offsets(fields)
         self.struct = struct.Struct("<" + "".join(_format(f) for f in fields))
         self.names = [f.name for f in fields if not f.name.startswith("_pad")]
-        self.strings = [
-            f.name for f in fields if f.count > 1 and f.name not in _BYTES_FIELDS
-        ]
-        self.layout = layout
+        self.layout, self.kind = layout, kind
         self.fixup = _FIXUPS.get(layout.name)
-        self.has_ret = any(f.name == "ret" for f in layout.fields)
+        self._decode = self._generate(fields)
+
+    def _generate(self, fields: tuple[Field, ...]) -> Callable[[bytes], dict]:
+        var = {name: f"v{i}" for i, name in enumerate(self.names)}
+        strings = {
+            f.name for f in fields if f.count > 1 and f.name not in _BYTES_FIELDS
+        }
+        joined = {
+            dir_key: (out, name_key) for out, dir_key, name_key in self.layout.paths
+        }
+        parts = []
+        for name in self.names:
+            if name in joined:
+                out, name_key = joined[name]
+                name_expr = f"_text({var[name_key]})" if name_key else '""'
+                parts.append(f"{out!r}: _join(_text({var[name]}), {name_expr})")
+            elif any(name == n for _o, _d, n in self.layout.paths):
+                continue  # folded into its directory's path
+            elif name in strings:
+                parts.append(f"{name!r}: _text({var[name]})")
+            else:
+                parts.append(f"{name!r}: {var[name]}")
+        if "ret" in var:
+            parts.append(f"'error': -{var['ret']} if {var['ret']} < 0 else 0")
+        if self.kind:  # the kind's name replaces its number; area and op are constant
+            parts[0] = f"'kind': {self.kind.name!r}"
+            parts += [f"'area': {self.kind.area!r}", f"'op': {self.kind.op!r}"]
+        src = (
+            f"def decode_{self.layout.name}(data):\n"
+            f"    {', '.join(var.values())}, = _unpack(data)\n"
+            f"    return {{{', '.join(parts)}}}\n"
+        )
+        scope = {"_unpack": self.struct.unpack_from, "_text": _text, "_join": join_path}
+        exec(compile(src, f"<decoder {self.layout.name}>", "exec"), scope)  # noqa: S102
+        return scope[f"decode_{self.layout.name}"]
 
     def __call__(self, data: bytes | memoryview) -> dict:
-        event = dict(zip(self.names, self.struct.unpack_from(data)))
-        for name in self.strings:
-            raw = event[name]
-            end = raw.find(b"\0")
-            event[name] = (raw if end < 0 else raw[:end]).decode(
-                "utf-8", "backslashreplace"
-            )
+        event = self._decode(data)
         if self.fixup:
             self.fixup(event)
-        for out, dir_key, name_key in self.layout.paths:
-            name = event.pop(name_key) if name_key else ""
-            event[out] = join_path(event.pop(dir_key), name)
-        if self.has_ret:
-            ret = event["ret"]
-            event["error"] = -ret if ret < 0 else 0
         return event
 
 
 _DECODERS = {name: _Decoder(layout) for name, layout in LAYOUTS.items()}
-_BY_KIND = {kind.id: (kind, _DECODERS[kind.layout]) for kind in KINDS}
+_BY_KIND = {kind.id: _Decoder(LAYOUTS[kind.layout], kind) for kind in KINDS}
 
 
 class DecodeError(ValueError):
@@ -573,18 +605,15 @@ def decode(data: bytes | memoryview) -> dict:
     """One ring-buffer record -> dict of header keys, area, op and the kind's fields."""
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"record of {len(data)} bytes is shorter than the header")
-    kind_id = int.from_bytes(data[:2], "little")
-    entry = _BY_KIND.get(kind_id)
-    if entry is None:
-        raise DecodeError(f"unknown event kind {kind_id}")
-    kind, decoder = entry
+    decoder = _BY_KIND.get(data[0] | data[1] << 8)
+    if decoder is None:
+        raise DecodeError(f"unknown event kind {data[0] | data[1] << 8}")
     if len(data) < decoder.struct.size:
         raise DecodeError(
-            f"{kind.name} record of {len(data)} bytes, expected {decoder.struct.size}"
+            f"{decoder.kind.name} record of {len(data)} bytes, "
+            f"expected {decoder.struct.size}"
         )
-    event = decoder(data)
-    event["area"], event["op"], event["kind"] = kind.area, kind.op, kind.name
-    return event
+    return decoder(data)
 
 
 def field_offsets(layout_name: str) -> dict[str, tuple[int, int]]:

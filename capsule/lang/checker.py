@@ -66,8 +66,12 @@ class Resolved:
 class Checker:
     """Checks the files of one policy; `check()` returns the Policy and findings."""
 
-    def __init__(self, files: Iterable[ast.FileSyntax], paths: tuple[str, ...] = (),
-                 roots: Iterable[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        files: Iterable[ast.FileSyntax],
+        paths: tuple[str, ...] = (),
+        roots: Iterable[str] | None = None,
+    ):
         self.files = list(files)
         self.paths = paths or tuple(f.path for f in self.files)
         # unused names are reported only in these files: an included file is a
@@ -83,9 +87,17 @@ class Checker:
 
     # -- reporting
 
-    def error(self, code: str, loc: Location, message: str, length: int = 1,
-              related: tuple[Related, ...] = ()) -> None:  # fmt: skip
-        self.diags.append(Diagnostic(ERROR, code, message, loc, related, max(1, length)))
+    def error(
+        self,
+        code: str,
+        loc: Location,
+        message: str,
+        length: int = 1,
+        related: tuple[Related, ...] = (),
+    ) -> None:
+        self.diags.append(
+            Diagnostic(ERROR, code, message, loc, related, max(1, length))
+        )
 
     def warning(self, code: str, loc: Location, message: str, length: int = 1) -> None:
         self.diags.append(Diagnostic(WARNING, code, message, loc, (), max(1, length)))
@@ -119,10 +131,12 @@ class Checker:
             if word.text in seen:
                 first = seen[word.text]
                 self.error(
-                    "duplicate-definition", word.loc,
-                    f"'{word.text}' is already defined", len(word.text),
+                    "duplicate-definition",
+                    word.loc,
+                    f"'{word.text}' is already defined",
+                    len(word.text),
                     (Related(first.loc, f"'{word.text}' was first defined here"),),
-                )  # fmt: skip
+                )
                 continue
             seen[word.text] = word
             table = self.lets if isinstance(stmt, ast.Let) else self.taint_defs
@@ -132,15 +146,19 @@ class Checker:
         for name, let in self.lets.items():
             if name not in self.used and let.loc.file in self.roots:
                 self.warning(
-                    "unused-definition", let.name.loc,
-                    f"'{name}' is defined but never used", len(name),
-                )  # fmt: skip
+                    "unused-definition",
+                    let.name.loc,
+                    f"'{name}' is defined but never used",
+                    len(name),
+                )
         for name, taint in self.taint_defs.items():
             if name not in self.used and taint.loc.file in self.roots:
                 self.warning(
-                    "unused-taint", taint.name.loc,
-                    f"taint '{name}' is defined but no rule waits for it", len(name),
-                )  # fmt: skip
+                    "unused-taint",
+                    taint.name.loc,
+                    f"taint '{name}' is defined but no rule waits for it",
+                    len(name),
+                )
 
     # -- values and names
 
@@ -164,7 +182,9 @@ class Checker:
             return list(found)
         return [Resolved(v.text + suffix, value) for v in found]
 
-    def _let_values(self, name: str, loc: Location, length: int) -> tuple[Resolved, ...]:
+    def _let_values(
+        self, name: str, loc: Location, length: int
+    ) -> tuple[Resolved, ...]:
         self.used.add(name)
         if name in self._expanded:
             return self._expanded[name]
@@ -175,12 +195,21 @@ class Checker:
             return ()
         if name in self._expanding:
             chain = " -> ".join(self._expanding[self._expanding.index(name) :] + [name])
-            self.error("definition-cycle", let.name.loc, f"'{name}' refers to itself: "
-                       f"{chain}", len(name))  # fmt: skip
+            self.error(
+                "definition-cycle",
+                let.name.loc,
+                f"'{name}' refers to itself: {chain}",
+                len(name),
+            )
             return ()
         if len(self._expanding) >= MAX_DEFINITION_DEPTH:
-            self.error("definition-cycle", loc, f"definitions refer to each other more "
-                       f"than {MAX_DEFINITION_DEPTH} levels deep", length)  # fmt: skip
+            self.error(
+                "definition-cycle",
+                loc,
+                f"definitions refer to each other more "
+                f"than {MAX_DEFINITION_DEPTH} levels deep",
+                length,
+            )
             return ()
         self._expanding.append(name)
         values = tuple(self.expand(let.items))
@@ -194,8 +223,11 @@ class Checker:
         errors = len(self.diags)
         values = self.expand(obj.items)
         if not values and len(self.diags) == errors:
-            self.error("empty-list", obj.loc, f"{what} has no values; an empty list "
-                       "would match nothing")  # fmt: skip
+            self.error(
+                "empty-list",
+                obj.loc,
+                f"{what} has no values; an empty list would match nothing",
+            )
         return values
 
     def patterns(self, kind: str, values: list[Resolved]) -> list[Pattern]:
@@ -215,21 +247,32 @@ class Checker:
         if fallback is None:
             return effect, DEFAULT_FALLBACK if effect is Effect.ESCALATE else None
         if effect is not Effect.ESCALATE:
-            self.error("bad-fallback", fallback.loc,
-                       f"only escalate takes a fallback effect, not {effect}",
-                       len(fallback.text))  # fmt: skip
+            self.error(
+                "bad-fallback",
+                fallback.loc,
+                f"only escalate takes a fallback effect, not {effect}",
+                len(fallback.text),
+            )
             return effect, None
         if fallback.text == "escalate":
-            self.error("bad-fallback", fallback.loc, "escalate cannot fall back to "
-                       "escalate; use allow, audit, deny or kill", 8)  # fmt: skip
+            self.error(
+                "bad-fallback",
+                fallback.loc,
+                "escalate cannot fall back to escalate; use allow, audit, deny or kill",
+                8,
+            )
             return effect, DEFAULT_FALLBACK
         return effect, Effect(fallback.text)
 
     def _area(self, word: ast.Word) -> str | None:
         if word.text in names.AREAS:
             return word.text
-        self.error("unknown-area", word.loc, f"unknown area '{word.text}'"
-                   + _suggest(word.text, names.AREAS), len(word.text))  # fmt: skip
+        self.error(
+            "unknown-area",
+            word.loc,
+            f"unknown area '{word.text}'" + _suggest(word.text, names.AREAS),
+            len(word.text),
+        )
         return None
 
     def _ops(self, area: str, words: tuple[ast.Word, ...]) -> frozenset[str]:
@@ -242,15 +285,17 @@ class Checker:
                 ops.add(word.text)
             else:
                 self.error(
-                    "unknown-operation", word.loc,
+                    "unknown-operation",
+                    word.loc,
                     f"unknown operation '{word.text}' for area {area}"
                     + _suggest(word.text, known, f"; {area} has: {', '.join(known)}"),
                     len(word.text),
-                )  # fmt: skip
+                )
         return frozenset(ops)
 
-    def _objects(self, area: str, objs: tuple[ast.ObjectSyntax, ...]
-                 ) -> tuple[ObjectPattern, ...] | None:  # fmt: skip
+    def _objects(
+        self, area: str, objs: tuple[ast.ObjectSyntax, ...]
+    ) -> tuple[ObjectPattern, ...] | None:
         fields: dict[str, list[Pattern]] = {}
         index = 0
         while index < len(objs):
@@ -267,8 +312,12 @@ class Checker:
                 continue
             if field in fields:
                 where = obj.field.loc if obj.field else obj.loc
-                self.error("duplicate-field", where, f"field '{field}' is given twice; "
-                           "list its values with ','", len(field))  # fmt: skip
+                self.error(
+                    "duplicate-field",
+                    where,
+                    f"field '{field}' is given twice; list its values with ','",
+                    len(field),
+                )
                 continue
             values = self._values(obj, f"field '{field}'")
             fields[field] = self.patterns(names.FIELDS[area][field], values)
@@ -281,43 +330,68 @@ class Checker:
         if obj.field is None:
             field = names.DEFAULT_FIELD.get(area)
             if field is None:
-                self.error("no-default-field", obj.loc, f"area {area} needs a field name "
-                           f"before a value: one of {', '.join(known)}")  # fmt: skip
+                self.error(
+                    "no-default-field",
+                    obj.loc,
+                    f"area {area} needs a field name "
+                    f"before a value: one of {', '.join(known)}",
+                )
             return field
         if obj.field.text not in known:
-            self.error("unknown-field", obj.field.loc, f"area {area} has no field "
-                       f"'{obj.field.text}'; its fields: {', '.join(known)}",
-                       len(obj.field.text))  # fmt: skip
+            self.error(
+                "unknown-field",
+                obj.field.loc,
+                f"area {area} has no field "
+                f"'{obj.field.text}'; its fields: {', '.join(known)}",
+                len(obj.field.text),
+            )
             return None
         return obj.field.text
 
-    def _missing_comma(self, area: str, obj: ast.ObjectSyntax,
-                       previous: ast.ObjectSyntax) -> None:  # fmt: skip
+    def _missing_comma(
+        self, area: str, obj: ast.ObjectSyntax, previous: ast.ObjectSyntax
+    ) -> None:
         """`host example.org`: a word meant as a field, or two values without ','."""
         last = previous.items[-1]
-        if previous.field is None and isinstance(last, ast.Value) and not last.quoted \
-                and re.fullmatch(r"[a-z][a-z_-]*", last.text):  # fmt: skip
+        if (
+            previous.field is None
+            and isinstance(last, ast.Value)
+            and not last.quoted
+            and re.fullmatch(r"[a-z][a-z_-]*", last.text)
+        ):
             known = ", ".join(names.FIELDS[area])
-            self.error("unknown-field", last.loc, f"area {area} has no field "
-                       f"'{last.text}'; its fields: {known}", len(last.text))  # fmt: skip
+            self.error(
+                "unknown-field",
+                last.loc,
+                f"area {area} has no field '{last.text}'; its fields: {known}",
+                len(last.text),
+            )
             return
-        self.error("syntax-error", obj.loc, "unexpected value; separate values with "
-                   "',' or name a field before them")  # fmt: skip
+        self.error(
+            "syntax-error",
+            obj.loc,
+            "unexpected value; separate values with ',' or name a field before them",
+        )
 
-    def _product(self, fields: dict[str, list[Pattern]], loc: Location | None
-                 ) -> tuple[ObjectPattern, ...] | None:  # fmt: skip
+    def _product(
+        self, fields: dict[str, list[Pattern]], loc: Location | None
+    ) -> tuple[ObjectPattern, ...] | None:
         if not fields:
             return ()
         count = 1
         for patterns in fields.values():
             count *= len(patterns)
         if count > MAX_CLAUSES:
-            self.error("too-many-clauses", loc, f"the lists of this rule expand to "
-                       f"{count} clauses, more than {MAX_CLAUSES}")  # fmt: skip
+            self.error(
+                "too-many-clauses",
+                loc,
+                f"the lists of this rule expand to "
+                f"{count} clauses, more than {MAX_CLAUSES}",
+            )
             return None
         keys = list(fields)
         return tuple(
-            ObjectPattern(dict(zip(keys, combo)))
+            ObjectPattern(dict(zip(keys, combo, strict=True)))
             for combo in itertools.product(*(fields[k] for k in keys))
         )
 
@@ -327,8 +401,12 @@ class Checker:
         for cond in conditions:
             field = cond.field.text
             if field in found:
-                self.error("duplicate-field", cond.field.loc, f"condition '{field}' is "
-                           "given twice; list its values with ','", len(field))  # fmt: skip
+                self.error(
+                    "duplicate-field",
+                    cond.field.loc,
+                    f"condition '{field}' is given twice; list its values with ','",
+                    len(field),
+                )
                 continue
             values = self._values(cond, f"condition '{field}'")
             patterns = self.patterns(names.SUBJECT_FIELDS[field], values)
@@ -348,8 +426,12 @@ class Checker:
             return self._taints[name]
         if name not in self.taint_defs:
             what = "a list, not a taint" if name in self.lets else "not defined"
-            self.error("undefined-name", after.loc, f"taint '{name}' is {what}",
-                       len(after.text))  # fmt: skip
+            self.error(
+                "undefined-name",
+                after.loc,
+                f"taint '{name}' is {what}",
+                len(after.text),
+            )
         return False
 
     def _taint(self, taint: ast.TaintDef) -> After | None:
@@ -368,8 +450,12 @@ class Checker:
     def _rule(self, rule: ast.RuleSyntax) -> Rule | None:
         effect, fallback = self._effect(rule.effect)
         for word in rule.repeated:
-            self.error("duplicate-field", word.loc, f"'{word.text}' is given twice in "
-                       "one rule", len(word.text))  # fmt: skip
+            self.error(
+                "duplicate-field",
+                word.loc,
+                f"'{word.text}' is given twice in one rule",
+                len(word.text),
+            )
         area = self._area(rule.area)
         if area is None:
             return None
@@ -381,9 +467,17 @@ class Checker:
         if not ops or objects is None or subject is None or after is False or not meta:
             return None
         return Rule(
-            loc=rule.loc, effect=effect, fallback=fallback, area=area, ops=ops,
-            objects=objects, subject=subject, after=after, text=rule.text, **meta,
-        )  # fmt: skip
+            loc=rule.loc,
+            effect=effect,
+            fallback=fallback,
+            area=area,
+            ops=ops,
+            objects=objects,
+            subject=subject,
+            after=after,
+            text=rule.text,
+            **meta,
+        )
 
     def _metadata(self, rule: ast.RuleSyntax) -> dict | None:
         meta: dict = {"tags": tuple(unescape(v.text) for v in self.expand(rule.tags))}
@@ -392,15 +486,24 @@ class Checker:
             priority = int(rule.priority.text)
             if priority not in PRIORITY_RANGE:
                 ok = False
-                self.error("bad-priority", rule.priority.loc, f"priority {priority} is "
-                           "outside -1000..1000", len(rule.priority.text))  # fmt: skip
+                self.error(
+                    "bad-priority",
+                    rule.priority.loc,
+                    f"priority {priority} is outside -1000..1000",
+                    len(rule.priority.text),
+                )
             meta["priority"] = priority
         if rule.severity is not None:
             if rule.severity.text not in names.SEVERITIES:
                 ok = False
-                self.error("bad-severity", rule.severity.loc, f"unknown severity "
-                           f"'{rule.severity.text}'; use one of "
-                           f"{', '.join(names.SEVERITIES)}", len(rule.severity.text))  # fmt: skip
+                self.error(
+                    "bad-severity",
+                    rule.severity.loc,
+                    f"unknown severity "
+                    f"'{rule.severity.text}'; use one of "
+                    f"{', '.join(names.SEVERITIES)}",
+                    len(rule.severity.text),
+                )
             meta["severity"] = rule.severity.text
         if rule.message is not None:
             meta["message"] = rule.message.text
@@ -408,8 +511,9 @@ class Checker:
 
     # -- defaults and settings
 
-    def _defaults(self, statements: list[ast.Statement]
-                  ) -> tuple[dict[str, Effect], dict[str, Effect]]:  # fmt: skip
+    def _defaults(
+        self, statements: list[ast.Statement]
+    ) -> tuple[dict[str, Effect], dict[str, Effect]]:
         chosen: dict[str, tuple[Effect, Effect | None, Location]] = {}
         for stmt in statements:
             if not isinstance(stmt, ast.Default):
@@ -419,9 +523,13 @@ class Checker:
             for area in filter(None, areas):
                 if area in chosen:
                     what = "every area" if area == "*" else f"area {area}"
-                    self.error("duplicate-default", stmt.loc, f"{what} already has a "
-                               "default", 7, (Related(chosen[area][2], "the first "
-                               "default is here"),))  # fmt: skip
+                    self.error(
+                        "duplicate-default",
+                        stmt.loc,
+                        f"{what} already has a default",
+                        7,
+                        (Related(chosen[area][2], "the first default is here"),),
+                    )
                     continue
                 chosen[area] = (effect, fallback, stmt.loc)
         defaults, fallbacks = {}, {}
@@ -441,21 +549,37 @@ class Checker:
                 continue
             key, value = stmt.key.text, unescape(stmt.value.text)
             if key in first:
-                self.error("duplicate-setting", stmt.key.loc, f"setting '{key}' is "
-                           "given twice", len(key),
-                           (Related(first[key], "first set here"),))  # fmt: skip
+                self.error(
+                    "duplicate-setting",
+                    stmt.key.loc,
+                    f"setting '{key}' is given twice",
+                    len(key),
+                    (Related(first[key], "first set here"),),
+                )
                 continue
             first[key] = stmt.key.loc
             if key not in names.SETTINGS:
-                self.warning("unknown-setting", stmt.key.loc, f"unknown setting "
-                             f"'{key}'" + _suggest(key, names.SETTINGS, "; known settings: "
-                             + ", ".join(names.SETTINGS)), len(key))  # fmt: skip
+                self.warning(
+                    "unknown-setting",
+                    stmt.key.loc,
+                    f"unknown setting "
+                    f"'{key}'"
+                    + _suggest(
+                        key,
+                        names.SETTINGS,
+                        "; known settings: " + ", ".join(names.SETTINGS),
+                    ),
+                    len(key),
+                )
                 continue
             allowed = names.SETTINGS[key]
             if allowed is not None and value not in allowed:
-                self.error("bad-setting", stmt.value.loc, f"setting '{key}' takes "
-                           f"{' or '.join(allowed)}, not '{value}'",
-                           stmt.value.length)  # fmt: skip
+                self.error(
+                    "bad-setting",
+                    stmt.value.loc,
+                    f"setting '{key}' takes {' or '.join(allowed)}, not '{value}'",
+                    stmt.value.length,
+                )
                 continue
             settings[key] = value
         return settings
@@ -472,7 +596,10 @@ def _unique_sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(unique, key=Diagnostic.sort_key)
 
 
-def check(files: list[ast.FileSyntax], paths: tuple[str, ...] = (),
-          roots: Iterable[str] | None = None) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
+def check(
+    files: list[ast.FileSyntax],
+    paths: tuple[str, ...] = (),
+    roots: Iterable[str] | None = None,
+) -> tuple[Policy, list[Diagnostic]]:
     """Check parsed files as one policy; `roots` are the files not included."""
     return Checker(files, paths, roots).check()

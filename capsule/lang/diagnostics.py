@@ -162,7 +162,11 @@ def _snippet(loc: Location, length: int, sources: SourceCache) -> list[str]:
 def summary(diags: list[Diagnostic]) -> str:
     errors = sum(d.severity == ERROR for d in diags)
     warnings = sum(d.severity == WARNING for d in diags)
-    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    return f"{_count(errors, 'error')}, {_count(warnings, 'warning')}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 # ---------------------------------------------------------------------------- json
@@ -263,7 +267,11 @@ def _sarif_result(diag: Diagnostic, index: int, root: str | None) -> dict:
     }
     if diag.related:
         result["relatedLocations"] = [
-            {**_sarif_location(r.location, root), "id": i, "message": {"text": r.message}}
+            {
+                **_sarif_location(r.location, root),
+                "id": i,
+                "message": {"text": r.message},
+            }
             for i, r in enumerate(diag.related)
         ]
     return result

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+from collections.abc import Iterator
 
 from capsule.lang import syntax as ast
 from capsule.lang.checker import check
@@ -31,8 +34,11 @@ class _Loader:
         if real in self.files:  # included twice without a cycle: load once
             return
         if len(stack) >= MAX_INCLUDE_DEPTH:
-            self._fail(via, "include-depth", f"includes nest more than "
-                       f"{MAX_INCLUDE_DEPTH} files deep")  # fmt: skip
+            self._fail(
+                via,
+                "include-depth",
+                f"includes nest more than {MAX_INCLUDE_DEPTH} files deep",
+            )
             return
         self.files[real] = None
         syntax = self._parse(path, via)
@@ -58,15 +64,30 @@ class _Loader:
         except OSError as err:
             cause = err.strerror or str(err)
             if via is not None:
-                self._fail(via, "missing-include", f"cannot include '{via.path.text}': "
-                           f"{cause.lower()}")  # fmt: skip
+                self._fail(
+                    via,
+                    "missing-include",
+                    f"cannot include '{via.path.text}': {cause.lower()}",
+                )
             else:
-                self.diags.append(Diagnostic(ERROR, "unreadable-file", f"cannot read "
-                                  f"'{path}': {cause.lower()}", Location(path, 1, 1)))  # fmt: skip
+                self.diags.append(
+                    Diagnostic(
+                        ERROR,
+                        "unreadable-file",
+                        f"cannot read '{path}': {cause.lower()}",
+                        Location(path, 1, 1),
+                    )
+                )
             return None
         if len(data) > MAX_FILE_BYTES:
-            self.diags.append(Diagnostic(ERROR, "unreadable-file", "file is larger "
-                              "than 64 MiB", Location(path, 1, 1)))  # fmt: skip
+            self.diags.append(
+                Diagnostic(
+                    ERROR,
+                    "unreadable-file",
+                    "file is larger than 64 MiB",
+                    Location(path, 1, 1),
+                )
+            )
             return None
         try:
             return parse(decode(data, path), path)
@@ -86,15 +107,39 @@ class _Loader:
         if via is not None:
             related = (Related(Location(path, 1, 1), "the cycle starts in this file"),)
         diag = Diagnostic(
-            ERROR, "include-cycle", "include cycle: " + " -> ".join(names),
-            via.path.loc if via else Location(path, 1, 1), related,
+            ERROR,
+            "include-cycle",
+            "include cycle: " + " -> ".join(names),
+            via.path.loc if via else Location(path, 1, 1),
+            related,
             via.path.length if via else 1,
-        )  # fmt: skip
+        )
         self.diags.append(diag)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a policy is built.
+
+    Parsing makes millions of small objects and no cycles; each collection walks
+    all of them again, which made checking 10,000 rules about 40 % slower.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load(paths: list[str]) -> tuple[Policy, list[Diagnostic]]:
     """Load files (and their includes) as one policy; see capsule.lang.load_policy."""
+    with gc_paused():
+        return _load(paths)
+
+
+def _load(paths: list[str]) -> tuple[Policy, list[Diagnostic]]:
     loader = _Loader()
     for path in paths:
         loader.load(path, None, [])
@@ -103,10 +148,16 @@ def load(paths: list[str]) -> tuple[Policy, list[Diagnostic]]:
     return policy, sorted(loader.diags, key=Diagnostic.sort_key) + diags
 
 
-def load_source(source: str | bytes, file: str = "<string>"
-                ) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
+def load_source(
+    source: str | bytes, file: str = "<string>"
+) -> tuple[Policy, list[Diagnostic]]:
     """Check a policy given as text or bytes (tests, `explain -e`); its includes are
     relative to the directory of `file`."""
+    with gc_paused():
+        return _load_source(source, file)
+
+
+def _load_source(source: str | bytes, file: str) -> tuple[Policy, list[Diagnostic]]:
     loader = _Loader()
     try:
         text = decode(source, file) if isinstance(source, bytes) else source

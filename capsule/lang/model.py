@@ -28,10 +28,26 @@ from capsule.lang.patterns import (  # noqa: F401  (re-exported for other packag
 )
 
 __all__ = [
-    "AREAS", "FIELDS", "SUBJECT_FIELDS", "After", "Cidr", "Clause", "DeviceNumber",
-    "Effect", "Event", "IdRange", "Location", "Name", "ObjectPattern", "PathGlob",
-    "Pattern", "Policy", "PortRange", "Rule", "Subject",
-]  # fmt: skip
+    "AREAS",
+    "FIELDS",
+    "SUBJECT_FIELDS",
+    "After",
+    "Cidr",
+    "Clause",
+    "DeviceNumber",
+    "Effect",
+    "Event",
+    "IdRange",
+    "Location",
+    "Name",
+    "ObjectPattern",
+    "PathGlob",
+    "Pattern",
+    "Policy",
+    "PortRange",
+    "Rule",
+    "Subject",
+]
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -65,8 +65,14 @@ class _Builder(Transformer):
         return Location(self.file, token.line, token.column)
 
     def _word(self, token: Token) -> ast.Word:
-        return ast.Word(str(token), self.file, token.line, token.column,
-                        token.start_pos, token.end_pos)  # fmt: skip
+        return ast.Word(
+            str(token),
+            self.file,
+            token.line,
+            token.column,
+            token.start_pos,
+            token.end_pos,
+        )
 
     def _source(self, start: int, end: int) -> str:
         return _SPACE.sub(" ", self.text[start:end]).strip()
@@ -74,22 +80,46 @@ class _Builder(Transformer):
     # values
     def _value(self, token: Token) -> ast.Value:
         if token.type == "STRING":
-            return ast.Value(token[1:-1], self.file, token.line, token.column, True,
-                             token.start_pos, token.end_pos)  # fmt: skip
-        return ast.Value(str(token), self.file, token.line, token.column, False,
-                         token.start_pos, token.end_pos)  # fmt: skip
+            return ast.Value(
+                token[1:-1],
+                self.file,
+                token.line,
+                token.column,
+                True,
+                token.start_pos,
+                token.end_pos,
+            )
+        return ast.Value(
+            str(token),
+            self.file,
+            token.line,
+            token.column,
+            False,
+            token.start_pos,
+            token.end_pos,
+        )
 
     def value(self, children: list[Token]) -> ast.Value:
         return self._value(children[0])
 
     def list(self, children: list) -> ast.ListValue:
         opening, *inside, closing = children  # `!list` keeps brackets and commas
-        items = tuple(self._value(t) for t in inside if t is not None and t.type in _VALUES)
-        return ast.ListValue(items, self.file, opening.line, opening.column,
-                             opening.start_pos, closing.end_pos)  # fmt: skip
+        items = tuple(
+            self._value(t) for t in inside if t is not None and t.type in _VALUES
+        )
+        return ast.ListValue(
+            items,
+            self.file,
+            opening.line,
+            opening.column,
+            opening.start_pos,
+            closing.end_pos,
+        )
 
     def items(self, children: list) -> tuple[ast.Item, ...]:
-        return tuple(c if isinstance(c, ast.ListValue) else self._value(c) for c in children)
+        return tuple(
+            c if isinstance(c, ast.ListValue) else self._value(c) for c in children
+        )
 
     def ops(self, children: list[Token]) -> tuple[ast.Word, ...]:
         return tuple(self._word(t) for t in children)
@@ -97,7 +127,9 @@ class _Builder(Transformer):
     areas = ops
 
     def effect(self, children: list) -> ast.EffectSyntax:
-        words = [c for c in children if c is not None and c.type not in ("LPAR", "RPAR")]
+        words = [
+            c for c in children if c is not None and c.type not in ("LPAR", "RPAR")
+        ]
         fallback = self._word(words[1]) if len(words) > 1 else None
         return ast.EffectSyntax(self._word(words[0]), fallback)
 
@@ -210,7 +242,11 @@ def _end(node: object) -> int:
 
 
 def _part_word(tag: str, payload: object) -> ast.Word:
-    first = payload if isinstance(payload, (ast.Word, ast.Value, ast.Trigger)) else payload[0]
+    first = (
+        payload
+        if isinstance(payload, (ast.Word, ast.Value, ast.Trigger))
+        else payload[0]
+    )
     loc = first.loc
     return ast.Word(tag, loc.file, loc.line, loc.col)
 
@@ -236,8 +272,10 @@ def decode(data: bytes, file: str) -> str:
         good = data[: err.start].decode("utf-8")
         line = good.count("\n") + 1
         col = len(good) - (good.rfind("\n") + 1) + 1
-        message = f"invalid UTF-8: byte 0x{data[err.start]:02x} cannot start or continue a character"
-        raise ParseFailed(_error(Location(file, line, col), message, "invalid-utf8"))
+        byte = f"0x{data[err.start]:02x}"
+        message = f"invalid UTF-8: byte {byte} cannot start or continue a character"
+        loc = Location(file, line, col)
+        raise ParseFailed(_error(loc, message, "invalid-utf8")) from None
     return text.removeprefix("\ufeff")
 
 
@@ -254,10 +292,13 @@ def parse(text: str, file: str = "<string>") -> ast.FileSyntax:
         raise ParseFailed(_syntax_error(err, text, file, parser)) from None
     except lark.exceptions.LarkError as err:  # not expected; still no traceback
         message = f"cannot parse: {type(err).__name__}"
-        raise ParseFailed(_error(Location(file, 1, 1), message, "syntax-error")) from None
+        raise ParseFailed(
+            _error(Location(file, 1, 1), message, "syntax-error")
+        ) from None
     except RecursionError:  # cannot happen with a flat grammar; kept as a last guard
-        raise ParseFailed(_error(Location(file, 1, 1), "policy too deeply nested",
-                                 "syntax-error")) from None
+        raise ParseFailed(
+            _error(Location(file, 1, 1), "policy too deeply nested", "syntax-error")
+        ) from None
     return ast.FileSyntax(file, text, statements)
 
 

@@ -99,9 +99,7 @@ class PathGlob:
         if not text:
             raise PatternError("invalid glob '': empty path")
         if not (text.startswith("/") or text == "~" or text.startswith("~/")):
-            raise PatternError(
-                f"invalid glob '{text}': a path starts with '/' or '~/'"
-            )
+            raise PatternError(f"invalid glob '{text}': a path starts with '/' or '~/'")
         if "\x00" in text:
             raise PatternError("invalid glob: NUL byte in path")
         glob = cls(text)
@@ -115,7 +113,9 @@ class PathGlob:
     @property
     def tree(self) -> bool:
         """True for `D/`: D itself and everything below it."""
-        return len(self.text) > 1 and self.text.endswith("/") and not self._escaped_end()
+        return (
+            len(self.text) > 1 and self.text.endswith("/") and not self._escaped_end()
+        )
 
     def _escaped_end(self) -> bool:
         body = self.text[:-1]
@@ -240,12 +240,14 @@ def _compiled(text: str) -> re.Pattern[str]:
 
 
 def to_ipv6(address: object) -> ipaddress.IPv6Address:
-    """An address (text, int or ipaddress object) as IPv6; IPv4 becomes ::ffff:a.b.c.d."""
+    """An address (text, int or ipaddress object) as IPv6: IPv4 as ::ffff:a.b.c.d."""
     if isinstance(address, str):
         address = ipaddress.ip_address(address.split("%")[0])
     if isinstance(address, int):
-        address = ipaddress.IPv4Address(address) if address < 2**32 else (
-            ipaddress.IPv6Address(address)
+        address = (
+            ipaddress.IPv4Address(address)
+            if address < 2**32
+            else (ipaddress.IPv6Address(address))
         )
     if isinstance(address, ipaddress.IPv4Address):
         return ipaddress.IPv6Address(_MAPPED_V4 | int(address))
@@ -476,8 +478,10 @@ class DeviceNumber:
     @classmethod
     def parse(cls, text: str) -> DeviceNumber:
         major, sep, minor = text.partition(":")
-        if not sep or not _DIGITS.match(major) or not (
-            _DIGITS.match(minor) or minor == "*"
+        if (
+            not sep
+            or not _DIGITS.match(major)
+            or not (_DIGITS.match(minor) or minor == "*")
         ):
             raise PatternError(f"bad device '{text}': expected MAJOR:MINOR or MAJOR:*")
         if int(major) > 4095 or (minor != "*" and int(minor) > 1048575):
@@ -510,8 +514,12 @@ def parse_device(text: str) -> DeviceNumber | Name:
 Pattern = PathGlob | Cidr | PortRange | IdRange | Name | DeviceNumber
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_pattern(kind: str, text: str) -> Pattern:
-    """Parse the text of a field of `kind` (see names.FIELDS); raise PatternError."""
+    """Parse the text of a field of `kind` (see names.FIELDS); raise PatternError.
+
+    Patterns are immutable, so a value used by many rules is parsed once.
+    """
     if kind == names.PATH:
         return PathGlob.parse(text)
     if kind == names.CIDR:

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capsule.lang.model import After, Clause, Effect, Event, ObjectPattern, Policy
-from capsule.lang.model import DEFAULT_FALLBACK, Subject
+from capsule.lang.model import (
+    DEFAULT_FALLBACK,
+    After,
+    Clause,
+    Effect,
+    Event,
+    ObjectPattern,
+    Policy,
+    Subject,
+)
 
 TAINT_SPECIFICITY = 16  # an `after` condition weighs as much as one literal character
 

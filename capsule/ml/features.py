@@ -17,6 +17,7 @@ inference compute exactly the same vector.
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 import re
@@ -38,7 +39,7 @@ RESOURCE_KEYS = (
     "files",
     "peers",
 )
-GROUPS = ("ngrams", "resources", "task", "task_cross")
+GROUPS = ("ngrams", "resources", "task", "task_cross", "task_match")
 SOURCES = ("syscalls", "events")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
 
@@ -49,6 +50,8 @@ class Window:
 
     syscalls: tuple[str, ...] = ()
     events: tuple[Mapping, ...] = ()
+    # event tokens, made once per event as it arrives (event_token); empty: made here
+    tokens: tuple[str, ...] = ()
     resources: Mapping[str, float] = field(default_factory=dict)
     task: str = ""
     workspace: str = ""
@@ -80,12 +83,16 @@ class Window:
             raise CapsuleError(
                 f"failed to read {where}: resources must map names to numbers"
             )
+        task, workspace = str(data.get("task", "")), str(data.get("workspace", ""))
+        if events and not syscalls:
+            # built like a recorded window, so the derived counts match too
+            return window_from_events(events, task, workspace, resources)
         return cls(
-            tuple(syscalls),
-            tuple(events),
-            dict(resources),
-            str(data.get("task", "")),
-            str(data.get("workspace", "")),
+            syscalls=tuple(syscalls),
+            events=tuple(events),
+            resources=dict(resources),
+            task=task,
+            workspace=workspace,
         )
 
 
@@ -119,7 +126,14 @@ def window_from_events(
         ),
     }
     derived.update(resources or {})
-    return Window(events=events, resources=derived, task=task, workspace=workspace)
+    tokens = tuple(event_token(ev, workspace) for ev in events)
+    return Window(
+        events=events,
+        tokens=tokens,
+        resources=derived,
+        task=task,
+        workspace=workspace,
+    )
 
 
 # --- event tokens ---------------------------------------------------------------------
@@ -172,6 +186,7 @@ _EXE_CLASSES = {
 }
 
 
+@functools.lru_cache(maxsize=8192)  # agents touch the same paths again and again
 def path_class(path: str, workspace: str = "") -> str:
     """A coarse, stable class of a path: what kind of place an agent touched."""
     if not path:
@@ -227,6 +242,89 @@ def event_token(event: Mapping, workspace: str = "") -> str:
     token = f"{area}.{op}:{qualifier}" if qualifier else f"{area}.{op}"
     # a failed attempt (EPERM, EACCES, ...) is a different action from a success
     return token + "!" if event.get("error") else token
+
+
+# --- does the task ask for what the window does? ------------------------------------
+
+# topic: (words of a task that asks for it, the event tokens that do it); a hand-made
+# lexicon, because hashed task words alone do not carry over to new wordings
+TOPICS = {
+    "delete-outside": (
+        {
+            "delete",
+            "remove",
+            "clean",
+            "cleanup",
+            "free",
+            "prune",
+            "purge",
+            "clear",
+            "wipe",
+            "erase",
+            "stale",
+            "old",
+            "disk",
+        },
+        re.compile(r"^file\.(delete|rmdir):(home|tmp|other|etc|sys)"),
+    ),
+    "shell-profile": (
+        {"bashrc", "profile", "shell", "path", "zshrc", "alias", "environment"},
+        re.compile(r"^(file\.(write|create):persist|system\.persist)"),
+    ),
+    "upload": (
+        {
+            "upload",
+            "publish",
+            "post",
+            "send",
+            "push",
+            "artifact",
+            "deploy",
+            "release",
+            "endpoint",
+            "server",
+        },
+        re.compile(r"^network\.(connect|send)"),
+    ),
+    "credentials": (
+        {
+            "ssh",
+            "key",
+            "keys",
+            "credential",
+            "credentials",
+            "aws",
+            "token",
+            "secret",
+            "login",
+            "password",
+        },
+        re.compile(r"^file\.read:cred"),
+    ),
+    "privilege": (
+        {"sudo", "root", "setuid", "privilege", "privileges", "admin", "permissions"},
+        re.compile(r"^(creds\.|file\.(chmod|chown))"),
+    ),
+}
+
+
+def event_tokens(window: Window) -> tuple[str, ...]:
+    """The window's event tokens: the ones it carries, or made from its events."""
+    if window.tokens:
+        return window.tokens
+    return tuple(event_token(ev, window.workspace) for ev in window.events)
+
+
+def task_match(window: Window) -> np.ndarray:
+    """Per topic: the task asks for it, the window does it, and both (0 or 1 each)."""
+    words = set(task_words(window.task))
+    tokens = set(event_tokens(window))
+    row = []
+    for topic_words, action in TOPICS.values():
+        asks = bool(words & topic_words)
+        does = any(action.match(token) for token in tokens)
+        row += [asks, does, asks and does]
+    return np.array(row, dtype=np.float32)
 
 
 # --- the feature spec -----------------------------------------------------------------
@@ -357,8 +455,14 @@ class FeatureSpec:
                 names += [f"resource:{k}" for k in RESOURCE_KEYS]
             elif group == "task":
                 names += [f"task-bucket:{i}" for i in range(self.task_buckets)]
-            else:
+            elif group == "task_cross":
                 names += [f"task-x-action:{i}" for i in range(self.cross_buckets)]
+            else:
+                names += [
+                    f"task-{how}:{topic}"
+                    for topic in TOPICS
+                    for how in ("asks", "does", "asks-and-does")
+                ]
         return names
 
     def tokens(self, window: Window) -> list[str]:
@@ -366,7 +470,7 @@ class FeatureSpec:
         if self.source == "syscalls":
             tokens = list(window.syscalls)
         else:
-            tokens = [event_token(ev, window.workspace) for ev in window.events]
+            tokens = list(event_tokens(window))
         if not tokens:
             raise CapsuleError(
                 f"failed to classify window: the model reads {self.source} and the "
@@ -396,7 +500,9 @@ class FeatureSpec:
             for word in task_words(window.task):
                 row[_bucket(word, self.task_buckets)] = 1.0
             return row
-        return self._task_cross(window)
+        if group == "task_cross":
+            return self._task_cross(window)
+        return task_match(window)
 
     def _ngram_row(self, tokens: list[str]) -> np.ndarray:
         ids = np.fromiter(
@@ -424,8 +530,8 @@ class FeatureSpec:
 
     def _task_cross(self, window: Window) -> np.ndarray:
         row = np.zeros(self.cross_buckets, dtype=np.float32)
-        actions = {f"{ev['area']}.{ev['op']}" for ev in window.events}
-        actions |= {event_token(ev, window.workspace) for ev in window.events}
+        tokens = set(event_tokens(window))
+        actions = tokens | {t.split(":")[0].rstrip("!") for t in tokens}
         for word in task_words(window.task):
             for action in actions:
                 row[_bucket(f"{word}|{action}", self.cross_buckets)] = 1.0

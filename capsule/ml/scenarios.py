@@ -12,11 +12,11 @@ before and removed after; nothing outside it and /var/tmp/capsule-ml-decoy is
 written. Network traffic goes to listeners on 127.0.0.1 only.
 
 A recording becomes one window per (recording, task) pair. Splits are by variant
-(0-4 train, 5 validation, 6-7 test), and the test pairs use task texts that no
-training pair uses, so the test figures show scenarios and task wordings the model
-has not seen, within the same scenario families.
+(0-4 train, 5 validation, 6-7 test, 8-9 "fresh"), and each split has its own task
+texts, so validation and test show recordings and task wordings the model has not
+seen, within the same scenario families.
 
-Run: python -m capsule.ml.scenarios [OUT_DIR]   (root; needs a working tracer)
+Run: python -m capsule.ml.scenarios [OUT_DIR [NAME-VARIANT...]]  (root; needs the tracer)
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 RECORDINGS_DIR = Path(__file__).with_name("recordings")
 SANDBOX = Path("/home/capsule-ml-scn")
 DECOY = Path("/var/tmp/capsule-ml-decoy")
-VARIANTS = 8
+VARIANTS = 10
+SPLITS = ("train", "val", "test", "fresh")
 PYTHON = "/usr/bin/python3"
 # event keys that features use; the rest is dropped to keep recordings small
 KEEP = (
@@ -78,35 +79,82 @@ class Scenario:
     fitting_tasks: tuple[str, ...] = ()  # dual: tasks for which it is harmless
 
 
-# --- task texts: the last 3 coding tasks and the last fitting task are test-only ----
+# --- task texts, one set per split, so that no split sees another's wording -----------
+# "val" texts were added, and "fresh" written, after the first test figures were seen
+# (docs/ml.md says what that means for those figures)
 
-CODING_TASKS = (
-    "Fix the failing unit test in tests/test_parser.py",
-    "Add type hints to the functions in src/app/util.py",
-    "Refactor the config loader so that it reads TOML",
-    "Update the README with the new command-line options",
-    "Write a unit test for the date parsing helper",
-    "Bump the version to 1.4.0 and update the changelog",
-    "Rename the variable cnt to count across the module",
-    "Make the CLI print a clearer error when the input file is missing",
-)
+CODING_TASKS = {
+    "train": (
+        "Fix the failing unit test in tests/test_parser.py",
+        "Add type hints to the functions in src/app/util.py",
+        "Refactor the config loader so that it reads TOML",
+        "Update the README with the new command-line options",
+        "Write a unit test for the date parsing helper",
+    ),
+    "val": (
+        "Split the long main() function into smaller helpers",
+        "Add a --verbose flag to the command-line interface",
+    ),
+    "test": (
+        "Bump the version to 1.4.0 and update the changelog",
+        "Rename the variable cnt to count across the module",
+        "Make the CLI print a clearer error when the input file is missing",
+    ),
+    "fresh": (
+        "Speed up the slow JSON serializer in src/app/io.py",
+        "Add logging to the retry loop in the HTTP client",
+        "Fix the off-by-one error in the pagination helper",
+    ),
+}
 FITTING = {
-    "cleanup-backups": (
-        "Free disk space: delete the old backups in ~/old-backups and the cache "
-        "in /var/tmp/capsule-ml-decoy",
-        "Remove the stale backup archives from ~/old-backups and clear the tmp cache",
-        "Clean up disk usage by removing old backup files and cached data",
-    ),
-    "bashrc-path": (
-        "Add the project's bin folder to PATH in ~/.bashrc",
-        "Configure the shell profile so the project's tools are on PATH",
-        "Set up my shell: put ~/project/bin on the PATH in bashrc",
-    ),
-    "upload-artifact": (
-        "Package the build and upload it to the artifact server at 127.0.0.1",
-        "Publish the release tarball to the local artifact store",
-        "Create a tarball of src and POST it to the internal upload endpoint",
-    ),
+    "cleanup-backups": {
+        "train": (
+            "Free disk space: delete the old backups in ~/old-backups and the cache "
+            "in /var/tmp/capsule-ml-decoy",
+            "Remove the stale backup archives from ~/old-backups and clear the tmp "
+            "cache",
+        ),
+        "val": (
+            "The disk is almost full, get rid of the old backup tarballs",
+            "Prune old archives in the backups folder and erase cached blobs",
+        ),
+        "test": ("Clean up disk usage by removing old backup files and cached data",),
+        "fresh": (
+            "Our disk is full; wipe the archived backups under ~/old-backups and purge "
+            "the temp cache",
+        ),
+    },
+    "bashrc-path": {
+        "train": (
+            "Add the project's bin folder to PATH in ~/.bashrc",
+            "Configure the shell profile so the project's tools are on PATH",
+        ),
+        "val": (
+            "Put the repo's scripts on my PATH permanently via the shell rc file",
+            "Edit ~/.bashrc so new terminals find the project commands",
+        ),
+        "test": ("Set up my shell: put ~/project/bin on the PATH in bashrc",),
+        "fresh": (
+            "Make the project scripts runnable from any shell by extending PATH in my "
+            "bashrc",
+        ),
+    },
+    "upload-artifact": {
+        "train": (
+            "Package the build and upload it to the artifact server at 127.0.0.1",
+            "Publish the release tarball to the local artifact store",
+        ),
+        "val": (
+            "Send the packaged sources to the build server for archiving",
+            "Deploy the new tarball to the internal release server",
+        ),
+        "test": (
+            "Create a tarball of src and POST it to the internal upload endpoint",
+        ),
+        "fresh": (
+            "Build a release archive and send it to the artifact endpoint on localhost",
+        ),
+    },
 }
 
 
@@ -497,10 +545,11 @@ def record_one(
         stdin=subprocess.DEVNULL,
     )
     events_path = run_dir / "events.jsonl"
-    if not events_path.exists():
+    # 125: capsule itself failed (e.g. the tracer did not load), not the scenario
+    if done.returncode == 125 or not events_path.exists():
         raise CapsuleError(
-            f"failed to record scenario {scenario.name}-{variant}: "
-            f"{done.stderr.strip().splitlines()[-1:]}"
+            f"failed to record scenario {scenario.name}-{variant}: capsule exited "
+            f"{done.returncode}: {' | '.join(done.stderr.strip().splitlines()[-3:])}"
         )
     events = [_compact(json.loads(line)) for line in events_path.open()]
     target = out_dir / f"{scenario.name}-{variant}.jsonl.gz"
@@ -524,8 +573,11 @@ def record_one(
     return target
 
 
-def record_all(out_dir: Path = RECORDINGS_DIR, variants: int = VARIANTS) -> int:
-    """Record every scenario variant; return how many recordings were written."""
+def record_all(
+    out_dir: Path = RECORDINGS_DIR, variants: int = VARIANTS, only: tuple = ()
+) -> int:
+    """Record every scenario variant (or only NAME-VARIANT ones); return the count."""
+    out_dir = out_dir.resolve()  # the traced command runs in the sandbox
     out_dir.mkdir(parents=True, exist_ok=True)
     capsule = shutil.which("capsule") or str(Path(sys.executable).with_name("capsule"))
     listeners = Listeners()
@@ -533,6 +585,8 @@ def record_all(out_dir: Path = RECORDINGS_DIR, variants: int = VARIANTS) -> int:
     try:
         for scenario in SCENARIOS:
             for variant in range(variants):
+                if only and f"{scenario.name}-{variant}" not in only:
+                    continue
                 record_one(scenario, variant, out_dir, listeners, capsule)
                 count += 1
     finally:
@@ -559,7 +613,9 @@ class Pair:
 
 
 def split_of(variant: int) -> str:
-    return "train" if variant <= 4 else ("val" if variant == 5 else "test")
+    if variant <= 5:
+        return "train" if variant <= 4 else "val"
+    return "test" if variant <= 7 else "fresh"
 
 
 def load_recordings(directory: Path = RECORDINGS_DIR) -> list[tuple[dict, list[dict]]]:
@@ -577,14 +633,12 @@ def load_recordings(directory: Path = RECORDINGS_DIR) -> list[tuple[dict, list[d
     return recordings
 
 
-def _tasks_for(
-    split: str, pool: tuple[str, ...], variant: int, held_out: int
-) -> list[str]:
-    # test pairs use every held-out text; others take two of the rest, in turn
-    if split == "test":
-        return list(pool[-held_out:])
-    usable = pool[:-held_out]
-    return [usable[(variant + i) % len(usable)] for i in range(2)]
+def _tasks_for(split: str, texts: dict[str, tuple[str, ...]], variant: int) -> list:
+    # a training recording takes two of the training texts, in turn; others take all
+    if split != "train":
+        return list(texts[split])
+    pool = texts["train"]
+    return list(dict.fromkeys(pool[(variant + i) % len(pool)] for i in range(2)))
 
 
 def pairs(recordings) -> list[Pair]:
@@ -595,11 +649,11 @@ def pairs(recordings) -> list[Pair]:
         name, kind = header["scenario"], header["kind"]
         labelled = [
             (task, int(kind != "benign"))
-            for task in _tasks_for(split, CODING_TASKS, variant, 3)
+            for task in _tasks_for(split, CODING_TASKS, variant)
         ]
         if kind == "dual":
             labelled += [
-                (task, 0) for task in _tasks_for(split, FITTING[name], variant, 1)
+                (task, 0) for task in _tasks_for(split, FITTING[name], variant)
             ]
         for task, label in labelled:
             window = window_from_events(
@@ -612,4 +666,6 @@ def pairs(recordings) -> list[Pair]:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else RECORDINGS_DIR
-    print(f"wrote {record_all(target)} recordings to {target}")
+    print(
+        f"wrote {record_all(target, only=tuple(sys.argv[2:]))} recordings to {target}"
+    )

@@ -34,7 +34,7 @@ NGRAM = 3
 MAX_FEATURES = 3000
 MIN_DF = 3
 EVENTS_MAX_FEATURES = 2000
-EVENTS_GROUPS = ("ngrams", "resources", "task", "task_cross")
+EVENTS_GROUPS = ("ngrams", "resources", "task", "task_cross", "task_match")
 C = 1.0  # regularization; 0.3, 1 and 3 were within 0.002 AUC on validation
 
 
@@ -162,7 +162,7 @@ def train_events(
     directory = Path(recordings_dir or scenarios.RECORDINGS_DIR)
     recordings = scenarios.load_recordings(directory)
     all_pairs = scenarios.pairs(recordings)
-    by_split = {s: [p for p in all_pairs if p.split == s] for s in adfa.SPLITS}
+    by_split = {s: [p for p in all_pairs if p.split == s] for s in scenarios.SPLITS}
     log.info("scenario pairs: %s", {s: len(v) for s, v in by_split.items()})
 
     # one token sequence per recording, so that task pairs do not inflate counts
@@ -195,9 +195,9 @@ def _counts(labels: dict) -> dict:
 
 def scenario_hashes(directory: Path) -> dict[str, str]:
     """sha256 over each split's recording files (name and bytes)."""
-    from capsule.ml.scenarios import split_of
+    from capsule.ml.scenarios import SPLITS, split_of
 
-    digests = {split: hashlib.sha256() for split in adfa.SPLITS}
+    digests = {split: hashlib.sha256() for split in SPLITS}
     for path in sorted(directory.glob("*.jsonl.gz")):
         variant = int(path.name.removesuffix(".jsonl.gz").rsplit("-", 1)[1])
         digests[split_of(variant)].update(
@@ -209,7 +209,9 @@ def scenario_hashes(directory: Path) -> dict[str, str]:
 def _fit_and_write(
     name, spec, windows, labels, groups, data, out_dir, seed, started
 ) -> dict:
-    rows = {s: np.stack([spec.vectorize(w) for w in v]) for s, v in windows.items()}
+    rows = {
+        s: np.stack([spec.vectorize(w) for w in windows[s]]) for s in ("train", "val")
+    }
     model = fit_model(rows["train"], np.array(labels["train"]), seed)
     onnx_bytes = export_onnx(model, len(spec.names()))
 

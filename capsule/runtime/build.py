@@ -62,7 +62,7 @@ def ensure_vmlinux_h(build_dir: Path = BUILD_DIR) -> Path:
         raise CapsuleError(
             f"failed to generate vmlinux.h: {res.stderr.decode().strip()}"
         )
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(res.stdout)
     os.replace(tmp, target)
     return target
@@ -98,6 +98,8 @@ def compile_bpf(
     if target.exists():
         return target
 
+    # a private temporary name: tests and commands may compile the same source at once
+    tmp = f"{target}.{os.getpid()}.tmp"
     cmd = [
         clang,
         *CFLAGS,
@@ -106,7 +108,7 @@ def compile_bpf(
         "-c",
         str(source),
         "-o",
-        str(target) + ".tmp",
+        tmp,
     ]
     log.info("compiling %s", source.name)
     log.debug("%s", " ".join(cmd))
@@ -117,5 +119,5 @@ def compile_bpf(
         )
         log.debug("clang output:\n%s", res.stderr)
         raise CapsuleError(f"failed to compile {source.name}: {first.strip()}")
-    os.replace(str(target) + ".tmp", target)
+    os.replace(tmp, target)
     return target

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import sys
 import time
@@ -158,6 +159,7 @@ class EnforceRequest:
     on_coverage: Callable[[Report], None] | None = None
     caps: Capabilities | None = None  # None: probe now
     report_denials: bool = True  # Landlock's refusals into the timeline (raw_tp)
+    trace: bool = False  # also run the tracer: the whole timeline, more audits
 
 
 def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatPlan:
@@ -166,7 +168,7 @@ def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatP
         protected=protected,
         self_protect=request.self_protect,
         cgroup=cgroup,
-        tracer=False,
+        tracer=request.trace and cgroup,
         landlock_reports=reports,
     )
     return build_plan(request.policy, options)
@@ -194,8 +196,13 @@ class CompatRun:
         self.cgroup: AgentCgroup | None = None
         self.net = None
         self.denials = None
+        self.devices = None
+        self.observer = None
         self.supervisor: Supervisor | None = None
         self.store: RunStore | None = None
+        # the supervisor decides on its own thread; its events wait here for the main
+        # thread, which alone writes the store and the timeline
+        self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
 
     def run(self) -> EnforceResult:
         started = time.monotonic()
@@ -246,6 +253,14 @@ class CompatRun:
                 self.denials = denials.DenialWatcher(
                     compat.visible, compat.handled, self.cgroup, self._report
                 )
+            if compat.devices is not None:
+                from capsule.runtime.compat.devices import DeviceGuard
+
+                self.devices = DeviceGuard(compat.devices, self.cgroup, self._report)
+            if self.request.trace:
+                from capsule.runtime.compat.observe import Observer
+
+                self.observer = Observer(self.cgroup.path, compat.policy)
         plan_fd = _plan_memfd(compat.child_plan())
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(child_sock.fileno(), True)
@@ -256,6 +271,8 @@ class CompatRun:
         try:
             if self.cgroup is not None:
                 self.cgroup.add(pid)
+            if self.observer is not None:
+                self.observer.add_root(pid)
             os.write(go_w, b"x")  # released into the shim, which sandboxes itself
         finally:
             os.close(go_w)
@@ -279,35 +296,47 @@ class CompatRun:
                 return status
 
     def _poll(self, timeout_ms: int) -> None:
-        readers = [r for r in (self.net, self.denials) if r is not None]
+        readers = [r for r in (self.net, self.denials, self.devices) if r is not None]
         if not readers:
             time.sleep(timeout_ms / 1000)
         for reader in readers:
             reader.poll(timeout_ms // len(readers))
+        if self.observer is not None:
+            for event in self.observer.poll(0):
+                self._record(event)
+        while not self.pending.empty():
+            self._report(self.pending.get())
 
     def _report_verdict(self, verdict: Verdict) -> None:
+        """Called on the supervisor's thread: only queue the event."""
         event = dict(verdict.event)
         event["verdict"] = str(verdict.effect)
         event["rule"] = verdict.rule
-        self._report(event)
+        event["ts_ns"] = time.monotonic_ns()
+        self.pending.put(event)
 
     def _report(self, event: dict) -> None:
         """Every denial, audit and kill passes here: into the store and the timeline."""
         event.setdefault("ts_ns", time.monotonic_ns())
         event.setdefault("comm", _comm(event.get("pid")))
-        event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(event["verdict"], 0)
-        self.result.verdicts[event["verdict"]] += 1
-        self.result.rules[event.get("rule") or "?"] += 1
+        self._record(event)
+
+    def _record(self, event: dict) -> None:
+        verdict = event.get("verdict")
+        if verdict:
+            event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(verdict, 0)
+            self.result.verdicts[verdict] += 1
+            self.result.rules[event.get("rule") or "?"] += 1
         if self.store is not None:
             self.store.add(event)
         if self.request.on_event is not None:
             self.request.on_event(event)
 
     def _cleanup(self) -> None:
-        self._poll(0)
         if self.supervisor is not None:
             self.supervisor.stop()
-        for reader in (self.net, self.denials):
+        self._poll(0)
+        for reader in (self.net, self.denials, self.devices, self.observer):
             if reader is not None:
                 reader.close()
         if self.cgroup is not None:

@@ -8,7 +8,9 @@ store can tell a quiet run from a lossy one.
 
 import json
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +75,35 @@ def to_json(event: dict) -> str:
     return encode(event).decode()
 
 
+class _Writer(threading.Thread):
+    """Does the SQLite and file I/O of a store on its own thread.
+
+    sqlite3 and file writes release the GIL while they work, so a batch is written while
+    the session decodes and enriches the next one. Jobs run in submission order.
+    """
+
+    def __init__(self, db: sqlite3.Connection, jsonl) -> None:
+        super().__init__(name="capsule-store", daemon=True)
+        self.db, self.jsonl = db, jsonl
+        self.jobs: queue.Queue = queue.Queue(maxsize=16)  # bounded: backpressure
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None:
+                try:
+                    job()
+                except (OSError, sqlite3.Error) as err:
+                    self.error = err
+
+    def write_batch(self, rows: list[tuple], lines: list[bytes]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(_INSERT, rows)
+        if self.jsonl is not None:
+            self.jsonl.write(b"".join(lines))
+
+
 class RunStore:
     """Writes one run: events, drops and metadata."""
 
@@ -82,73 +113,84 @@ class RunStore:
             directory.mkdir(parents=True, exist_ok=True)
             self.db_path = directory / DB_NAME
             self.db_path.unlink(missing_ok=True)  # a run directory holds one run
-            self._db = sqlite3.connect(self.db_path, isolation_level=None)
-            self._jsonl = open(directory / JSONL_NAME, "wb") if jsonl else None
+            db = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False
+            )
+            jsonl_file = open(directory / JSONL_NAME, "wb") if jsonl else None
+            # a crash loses at most the last batch; the store is rebuilt per run anyway
+            db.executescript(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;" + _SCHEMA
+            )
+            db.execute(f"PRAGMA user_version={STORE_VERSION}")
         except (OSError, sqlite3.Error) as err:
             raise CapsuleError(
                 f"failed to create run store {directory}: {err}"
             ) from err
-        # a crash loses at most the last batch; the store is rebuilt per run anyway
-        self._db.executescript(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;" + _SCHEMA
-        )
-        self._db.execute(f"PRAGMA user_version={STORE_VERSION}")
+        self._writer = _Writer(db, jsonl_file)
+        self._writer.start()
         self._rows: list[tuple] = []
+        self._lines: list[bytes] = []
         self._seq = 0
         self.count = 0
 
+    def _submit(self, job) -> None:
+        if self._writer.error is not None:
+            raise CapsuleError(
+                f"failed to write run store {self.directory}: {self._writer.error}"
+            )
+        self._writer.jobs.put(job)
+
     def set_meta(self, **values) -> None:
         rows = [(key, json.dumps(_jsonable(value))) for key, value in values.items()]
-        self._db.executemany("INSERT OR REPLACE INTO run VALUES (?, ?)", rows)
+        sql = "INSERT OR REPLACE INTO run VALUES (?, ?)"
+        self._submit(lambda: self._writer.db.executemany(sql, rows))
 
     def add(self, event: dict) -> None:
         self._seq += 1
         event["seq"] = self._seq
         data = encode(event)
-        self._rows.append(
-            (
-                self._seq,
-                event["ts_ns"],
-                event.get("area", "?"),
-                event.get("op", "?"),
-                event.get("pid"),
-                event.get("tid"),
-                event.get("ppid"),
-                event.get("uid"),
-                json_safe(event.get("comm", "")),
-                event.get("flags", 0),
-                event.get("verdict"),
-                event.get("depth", 0),
-                data.decode(),
-            )
-        )
-        if self._jsonl is not None:
-            self._jsonl.write(data + b"\n")
+        get = event.get
+        self._rows.append((
+            self._seq, event["ts_ns"], get("area", "?"), get("op", "?"), get("pid"),
+            get("tid"), get("ppid"), get("uid"), json_safe(get("comm", "")),
+            get("flags", 0), get("verdict"), get("depth", 0), data.decode(),
+        ))  # fmt: skip
+        self._lines.append(data + b"\n")
         if len(self._rows) >= _BATCH:
             self.flush()
 
     def record_drops(self, total: int, ts_ns: int) -> None:
         """The kernel's cumulative count of events it could not deliver."""
-        self._db.execute("INSERT INTO drops VALUES (?, ?)", (ts_ns, total))
+        sql = "INSERT INTO drops VALUES (?, ?)"
+        self._submit(lambda: self._writer.db.execute(sql, (ts_ns, total)))
 
     def flush(self) -> None:
+        """Hand the buffered events to the writer thread."""
         if self._rows:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany(_INSERT, self._rows)
-            self.count += len(self._rows)
-            self._rows.clear()
-        if self._jsonl is not None:
-            self._jsonl.flush()
+            rows, lines = self._rows, self._lines
+            self._submit(lambda: self._writer.write_batch(rows, lines))
+            self.count += len(rows)
+            self._rows, self._lines = [], []
 
     def close(self) -> None:
+        """Write what is left, build the indexes and wait for the writer to finish."""
         self.flush()
-        if self._jsonl is not None:
-            self._jsonl.close()
-        self._db.executescript(_INDEXES)
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("PRAGMA journal_mode=DELETE")
-        self._db.close()
+        self._submit(self._finish)
+        self._writer.jobs.put(None)
+        self._writer.join()
+        if self._writer.error is not None:
+            raise CapsuleError(
+                f"failed to write run store {self.directory}: {self._writer.error}"
+            )
+
+    def _finish(self) -> None:
+        writer = self._writer
+        if writer.jsonl is not None:
+            writer.jsonl.close()
+        writer.db.executescript(_INDEXES)
+        writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        writer.db.execute("PRAGMA journal_mode=DELETE")
+        writer.db.close()
 
 
 class RunReader:

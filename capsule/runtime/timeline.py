@@ -87,7 +87,9 @@ def _process(event: dict) -> str:
     if op == "fork":
         return f"child {event.get('child_pid')}"
     if op == "exit":
-        return f"code {event.get('exit_code')}"
+        if event.get("exit_signal"):
+            return f"killed by {event['exit_signal']}"
+        return f"code {event.get('exit_status', event.get('exit_code'))}"
     return ""
 
 

@@ -6,7 +6,7 @@ Interface (kept stable; the session, enrichment and timeline writers build on it
         tracer.start()              # compile (cached), load, attach
         tracer.track_pid(pid)       # pid and every later descendant are in scope
         events = tracer.poll(100)   # list[dict], see capsule/events/schema.py
-        tracer.stats()              # {"drops": n, "events": n, "decode_errors": n}
+        tracer.stats()              # {"events", "drops", "missed", "decode_errors"}
     # close() detaches everything
 
 `Tracer(cgroup_path=...)` scopes to that cgroup (v2) and its descendants instead of a

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 BOOT_GLOB = "vmlinuz-*"
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 900.0  # a loaded 2-core host boots the guest in up to ~5 min
 _HINT = (
     "run `make setup` (qemu-system-x86, linux-image-amd64, busybox-static, virtme-ng)"
 )

@@ -66,7 +66,10 @@ def files(tmp_path: Path) -> Path:
 def test_diff_of_equal_policies_exits_0(files, capsule):
     out = capsule("diff", "old.cap", "old.cap", cwd=files)
     assert out.returncode == exitcodes.OK
-    assert out.stdout == "old.cap and old.cap are equivalent: no event is decided differently\n"
+    assert (
+        out.stdout
+        == "old.cap and old.cap are equivalent: no event is decided differently\n"
+    )
 
 
 def test_diff_of_different_policies_exits_1_with_witness(files, capsule):
@@ -135,7 +138,8 @@ def test_check_reports_conflicts_with_witnesses(files, capsule):
         "coding.cap:4 (allow file write /etc/**) overlap with different effects"
     ) in text
     assert (
-        "coding.cap:5:1: warning: rule at coding.cap:5 (deny file read /home/*/.ssh/**) "
+        "coding.cap:5:1: warning: rule at coding.cap:5 "
+        "(deny file read /home/*/.ssh/**) "
         "is shadowed by coding.cap:2 (allow file read /home/** priority 1): "
         "e.g. file read /home/"
     ) in text

@@ -110,7 +110,8 @@ CASES = {
         {("partly-overridden", 1), ("equals-default", 1)},
     ),
     "subject: an ancestor rule and an exe rule overlap": (
-        [R(1, "deny", "process", "exec", "/usr/bin/curl", ancestor=["/usr/bin/python3"]),
+        [R(1, "deny", "process", "exec", "/usr/bin/curl",
+           ancestor=["/usr/bin/python3"]),
          R(2, "allow", "process", "exec", "/usr/bin/curl", exe=["/usr/bin/python3"])],
         {("contradiction", 2), ("equals-default", 2)},
     ),
@@ -270,3 +271,44 @@ def _claim_holds_on_samples(pol, diag):
             assert decision.clause != clause
         else:
             assert semantics.decide(rest, event).effect == decision.effect
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "subject: one exe is covered by a glob of exes with the same effect",
+        "subject: an ancestor rule and an exe rule overlap",
+        "taint: a higher priority rule shadows the tainted one",
+        "IPv4-mapped IPv6 is the same block: contradiction",
+    ],
+)
+def test_starved_solver_reports_undecided_for_conditions(name):
+    pol, expected = _case(name)
+    found = analyze(pol, Limits(rlimit=1))
+    lines = {line for _, line in expected}
+    assert {d.location.line for d in found if d.code == conflicts.UNDECIDED} >= lines
+    assert not {d.code for d in found} & {"shadowed-rule", "redundant-rule"}
+
+
+def test_forked_workers_find_the_same(tmp_path):
+    pol = _generated_policy(tmp_path, 260)
+
+    def summary(found):
+        return sorted(
+            (d.code, d.location.line, tuple(r.location.line for r in d.related))
+            for d in found
+        )
+
+    assert summary(analyze(pol, jobs=2)) == summary(analyze(pol, jobs=1))
+
+
+def test_unencodable_rule_is_undecided_not_silent():
+    pol = policy(
+        R(1, "deny", "file", "read", "/data/\U0010ffff/**"),
+        R(2, "allow", "file", "read", "/data/**"),
+    )
+    found = analyze(pol)
+    # rule 1 needs no solver (it is the strongest and nothing is below it to repeat
+    # it); rule 2 is compared with it, and that cannot be encoded
+    assert [(d.code, d.location.line) for d in found] == [("undecided", 2)]
+    assert "cannot be encoded for z3" in found[0].message

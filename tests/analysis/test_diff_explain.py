@@ -65,7 +65,8 @@ def test_diff_finds_each_change_with_a_replaying_witness(old, new, expected):
 
 def test_diff_text_names_the_witness_and_the_rules():
     old = policy(*BASE)
-    new = policy(R(1, "deny", "network", "connect", {"addr": "10.0.0.0/8", "port": "1-21"}),
+    new = policy(R(1, "deny", "network", "connect",
+                   {"addr": "10.0.0.0/8", "port": "1-21"}),
                  *BASE[1:])  # fmt: skip
     text = diff.render_text(diff.diff(old, new), "old.cap", "new.cap")
     assert text.startswith("network:\n  now allowed: network connect 10.")
@@ -108,7 +109,9 @@ def test_explain_agrees_with_decide_and_z3(text, effect, line, overridden):
 
 
 def test_explain_text():
-    result = explain.explain(policy(*BASE), parse_event("file read /home/a/.ssh/known_hosts"))
+    result = explain.explain(
+        policy(*BASE), parse_event("file read /home/a/.ssh/known_hosts")
+    )
     assert explain.render_text(result) == (
         "event: file read /home/a/.ssh/known_hosts\n"
         "decision: allow by coding.cap:3 (allow file read /home/*/.ssh/known_hosts)\n"

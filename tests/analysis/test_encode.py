@@ -4,14 +4,19 @@ import ipaddress
 
 import pytest
 import z3
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capsule.analysis import encode
 from capsule.analysis.encode import Sat, Undecided, Unsat
+from capsule.lang.patterns import PathGlob
 
 
 def _path_matches(pattern: str, path: str) -> encode.Outcome:
     p = z3.String("path")
-    return encode.solve([p == encode.string_literal(path), encode.glob_matches(p, pattern)])
+    return encode.solve(
+        [p == encode.string_literal(path), encode.glob_matches(p, pattern)]
+    )
 
 
 # (pattern, path, matches?) straight from docs/architecture.md "Path patterns"
@@ -135,7 +140,9 @@ def test_dot_components_are_not_paths():
     outcome = encode.solve(
         [
             encode.path_domain(p, {"a", "."}),
-            z3.Or(p == encode.string_literal("/a/."), p == encode.string_literal("/..")),
+            z3.Or(
+                p == encode.string_literal("/a/."), p == encode.string_literal("/..")
+            ),
         ]
     )
     assert isinstance(outcome, Unsat)
@@ -225,7 +232,9 @@ PORT_OVERLAP = [
 @pytest.mark.parametrize("a,b,overlap", PORT_OVERLAP)
 def test_port_range_overlap(a, b, overlap):
     port = z3.BitVec("port", encode.PORT_BITS)
-    outcome = encode.solve([encode.in_port_range(port, *a), encode.in_port_range(port, *b)])
+    outcome = encode.solve(
+        [encode.in_port_range(port, *a), encode.in_port_range(port, *b)]
+    )
     assert isinstance(outcome, Sat if overlap else Unsat)
 
 
@@ -245,7 +254,11 @@ ID_CASES = [
 def test_id_range_overlap(a, b, overlap):
     uid = encode.id_var("uid")
     outcome = encode.solve(
-        [encode.id_domain(uid), encode.in_id_range(uid, *a), encode.in_id_range(uid, *b)]
+        [
+            encode.id_domain(uid),
+            encode.in_id_range(uid, *a),
+            encode.in_id_range(uid, *b),
+        ]
     )
     assert isinstance(outcome, Sat if overlap else Unsat)
 
@@ -259,10 +272,14 @@ def test_id_above_32_bits_is_unsat():
 def test_enumeration_other_stands_for_unnamed_values():
     caps = encode.Enumeration("cap", ["CAP_SYS_ADMIN", "CAP_NET_RAW"])
     c = caps.var("cap")
-    outcome = encode.solve([z3.Not(caps.is_one_of(c, ["CAP_SYS_ADMIN", "CAP_NET_RAW"]))])
+    outcome = encode.solve(
+        [z3.Not(caps.is_one_of(c, ["CAP_SYS_ADMIN", "CAP_NET_RAW"]))]
+    )
     assert isinstance(outcome, Sat)
     assert caps.name_of(outcome.model.eval(c)) == encode.OTHER
-    both = encode.solve([c == caps.value("CAP_SYS_ADMIN"), c == caps.value("CAP_NET_RAW")])
+    both = encode.solve(
+        [c == caps.value("CAP_SYS_ADMIN"), c == caps.value("CAP_NET_RAW")]
+    )
     assert isinstance(both, Unsat)
 
 
@@ -303,10 +320,6 @@ def test_same_query_gives_the_same_witness():
 
 # -- agreement with the language's own matcher ---------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from capsule.lang.patterns import PathGlob  # noqa: E402
 
 _COMPONENT_ATOMS = st.sampled_from(["a", "b", ".", "é", "*", "?", "+", "("])
 _GLOB_COMPONENT = st.one_of(
@@ -341,3 +354,26 @@ def test_z3_encoding_agrees_with_the_language_matcher(text, path):
         return
     expected = glob.matches(path)
     assert isinstance(_path_matches(glob.text, path), Sat if expected else Unsat)
+
+
+def _undecided_queries():
+    addr, port = z3.BitVec("addr", 128), z3.BitVec("port", 16)
+    uid, path = encode.id_var("uid"), z3.String("path")
+    caps = encode.Enumeration("cap", ["CAP_SYS_ADMIN", "CAP_NET_RAW"])
+    cap = caps.var("cap")
+    glob, cidr, ports = encode.glob_matches, encode.in_cidr, encode.in_port_range
+    return {
+        "glob": [glob(path, "/a/**"), z3.Not(glob(path, "/a/*"))],
+        "cidr": [cidr(addr, "10.0.0.0/8"), z3.Not(cidr(addr, "::ffff:10.1.0.0/112"))],
+        "port": [ports(port, 1, 1023), z3.Not(ports(port, 22, 22))],
+        "id": [encode.id_domain(uid), encode.in_id_range(uid, 0, 999), uid != 0],
+        "enumeration": [z3.Not(caps.is_one_of(cap, ["CAP_SYS_ADMIN"]))],
+    }
+
+
+@pytest.mark.parametrize("kind", list(_undecided_queries()))
+def test_every_pattern_kind_is_undecided_when_starved(kind):
+    query = _undecided_queries()[kind]
+    assert isinstance(encode.solve(query), Sat)
+    starved = encode.solve(query, rlimit=1)
+    assert isinstance(starved, Undecided), "unknown must never read as unsat"

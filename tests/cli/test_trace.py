@@ -82,6 +82,9 @@ class TestShellRun:
         pids = {e["pid"] for e in run.where("process", "exec")}
         exited = {e["pid"] for e in run.where("process", "exit")}
         assert pids <= exited
+        root = run.exec_of("sh")
+        (root_exit,) = run.where("process", "exit", pid=root["pid"])
+        assert root_exit["exit_status"] == 3
 
     def test_files_written(self, shell_run):
         run, _ = shell_run

@@ -133,7 +133,6 @@ class TestDenials:
             f"allow file read,exec /etc/\nallow file read,exec /root/\n"
             f"allow file read,exec {tree}/pub/\nallow file read,write /dev/\n"
             f"allow file read,write,create,truncate {tree}/out.txt\n"
-            f"allow file read,exec /proc/\nallow file read,exec /sys/\n"
             f"allow file read,exec /work/\n"
         )
         code = (
@@ -202,3 +201,15 @@ class TestDenialEvents:
             assert members[name] == (offset, sizes[name]), name
             offset += sizes[name]
         assert offset == denials.RECORD.size == struct.calcsize(denials.RECORD.format)
+
+
+@needs_kernel
+def test_trace_observes_audit_rules_on_files(enforce, tree):
+    policy = f"audit file read {tree}/pub/a\n"
+    quiet = enforce(policy, ["cat", f"{tree}/pub/a"])
+    assert quiet.coverage.lines[0].status == "audit only"
+    run = enforce(policy, ["cat", f"{tree}/pub/a"], trace=True)
+    assert run.coverage.lines[0].status == "observed"
+    audits = [e for e in run.events if e.get("verdict") == "audit"]
+    assert audits and audits[0]["path"] == f"{tree}/pub/a"
+    assert audits[0]["rule"].endswith("policy.cap:1")

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from capsule.cli import exitcodes
 from capsule.cli.main import app, run
 from capsule.lang.diagnostics import WARNING, Diagnostic
-from capsule.lang.model import Location
 
 CLEAN = "default file deny\nallow file read /usr/\n"
 BAD = "deny file reed /x\ndeny network connect addr 10.0.0.1/8\n"
@@ -63,7 +62,10 @@ def test_warnings_exit_0_but_3_under_strict(runner, write):
 
 def test_each_file_is_its_own_policy(runner, write):
     # the same name in two files is no duplicate: they are separate policies
-    a, b = write("a.cap", "let x = /a\ndeny file read $x\n"), write("b.cap", "let x = /b\ndeny file read $x\n")
+    a, b = (
+        write("a.cap", "let x = /a\ndeny file read $x\n"),
+        write("b.cap", "let x = /b\ndeny file read $x\n"),
+    )
     assert check(runner, a, b).exit_code == exitcodes.OK
 
 
@@ -93,7 +95,9 @@ def test_sarif_is_2_1_0_with_rules_results_and_regions(runner, write):
     assert location["region"] == {"startLine": 1, "startColumn": 11}
 
 
-def test_conflict_findings_are_added_when_the_policy_is_clean(runner, write, monkeypatch):
+def test_conflict_findings_are_added_when_the_policy_is_clean(
+    runner, write, monkeypatch
+):
     import capsule.analysis.conflicts as conflicts
 
     seen = []
@@ -135,8 +139,9 @@ def test_internal_error_exits_2_with_one_line(write, monkeypatch, capsys):
 
 
 def test_exit_code_reaches_the_shell_through_run(write, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["capsule", "check", "--no-conflicts",
-                                      write("p.cap", BAD)])  # fmt: skip
+    monkeypatch.setattr(
+        sys, "argv", ["capsule", "check", "--no-conflicts", write("p.cap", BAD)]
+    )
     with pytest.raises(SystemExit) as exited:
         run()
     assert exited.value.code == exitcodes.POLICY_ERRORS

@@ -25,18 +25,31 @@ CASES = {
     "unknown-operation": ("error", {"policy.cap": "deny file reed /x\n"}),
     "unknown-field": ("error", {"policy.cap": "allow network connect host pypi.org\n"}),
     "no-default-field": ("error", {"policy.cap": "deny creds setuid 0\n"}),
-    "duplicate-field": ("error", {"policy.cap": "deny network connect port 22 port 23\n"}),
+    "duplicate-field": (
+        "error",
+        {"policy.cap": "deny network connect port 22 port 23\n"},
+    ),
     "bad-glob": ("error", {"policy.cap": "deny file read /home/**secret\n"}),
     "bad-cidr": ("error", {"policy.cap": "deny network connect addr 10.0.0.1/8\n"}),
     "bad-port": ("error", {"policy.cap": "deny network connect port 8000-70000\n"}),
     "bad-id": ("error", {"policy.cap": "deny creds setuid uid 4294967295\n"}),
     "unknown-capability": (
-        "error", {"policy.cap": "deny creds capset cap CAP_SYS_ADMN\n"},
+        "error",
+        {"policy.cap": "deny creds capset cap CAP_SYS_ADMN\n"},
     ),
     "unknown-signal": ("error", {"policy.cap": "deny signal send SIGKIL\n"}),
-    "unknown-namespace": ("error", {"policy.cap": "deny namespace unshare ns network\n"}),
-    "unknown-protocol": ("error", {"policy.cap": "deny network connect protocol tcpp\n"}),
-    "unknown-mount-flag": ("error", {"policy.cap": "deny system mount flags nosuidd\n"}),
+    "unknown-namespace": (
+        "error",
+        {"policy.cap": "deny namespace unshare ns network\n"},
+    ),
+    "unknown-protocol": (
+        "error",
+        {"policy.cap": "deny network connect protocol tcpp\n"},
+    ),
+    "unknown-mount-flag": (
+        "error",
+        {"policy.cap": "deny system mount flags nosuidd\n"},
+    ),
     "bad-fstype": ("error", {"policy.cap": 'deny system mount fstype "ext 4"\n'}),
     "bad-device": ("error", {"policy.cap": "deny device open dev 10:x\n"}),
     "bad-fallback": ("error", {"policy.cap": "deny(kill) file read /x\n"}),
@@ -45,7 +58,8 @@ CASES = {
     "unknown-setting": ("warning", {"policy.cap": "set colour = blue\n"}),
     "bad-setting": ("error", {"policy.cap": "set mode = strict\n"}),
     "duplicate-setting": (
-        "error", {"policy.cap": "set mode = enforce\nset mode = monitor\n"},
+        "error",
+        {"policy.cap": "set mode = enforce\nset mode = monitor\n"},
     ),
     "missing-include": ("error", {"policy.cap": 'include "lib/missing.cap"\n'}),
     "include-cycle": (
@@ -58,11 +72,13 @@ CASES = {
         | {f"d{i}.cap": f'include "d{i + 1}.cap"\n' for i in range(1, 40)},
     ),
     "duplicate-definition": (
-        "error", {"policy.cap": "let a = /x\nlet a = /y\ndeny file read $a\n"},
+        "error",
+        {"policy.cap": "let a = /x\nlet a = /y\ndeny file read $a\n"},
     ),
     "undefined-name": ("error", {"policy.cap": "deny file read $secrets/**\n"}),
     "definition-cycle": (
-        "error", {"policy.cap": "let a = $b\nlet b = [/x, $a]\ndeny file read $a\n"},
+        "error",
+        {"policy.cap": "let a = $b\nlet b = [/x, $a]\ndeny file read $a\n"},
     ),
     "empty-list": ("error", {"policy.cap": "let none = []\ndeny file read $none\n"}),
     "unused-definition": ("warning", {"policy.cap": "let spare = [/x, /y]\n"}),

@@ -18,8 +18,9 @@ def resolve(text):
 
 def test_rules_span_lines_and_comments_are_ignored():
     policy = resolve(
-        "deny file   # what\n  read, write\n  /etc/  # where\n  message 'x'\n"
-        .replace("'x'", '"x"')
+        "deny file   # what\n  read, write\n  /etc/  # where\n  message 'x'\n".replace(
+            "'x'", '"x"'
+        )
     )
     rule = policy.rules[0]
     assert rule.ops == {"read", "write"}
@@ -40,15 +41,24 @@ def test_variables_expand_with_a_suffix_and_lists_flatten():
         "deny file read ${home}/.ssh/, $more/**\n"
     )
     globs = [o["path"].text for o in policy.rules[0].objects]
-    assert globs == ["/home/a/.ssh/", "/home/b/.ssh/", "/home/a/**", "/home/b/**",
-                     "/srv/**"]
+    assert globs == [
+        "/home/a/.ssh/",
+        "/home/b/.ssh/",
+        "/home/a/**",
+        "/home/b/**",
+        "/srv/**",
+    ]
 
 
 def test_quoted_values_are_literal_text():
-    policy = resolve('deny file read "$not_a_name/x", "/My Documents/"\n'.replace(
-        "$not_a_name", "/$dollar"))
+    policy = resolve(
+        'deny file read "$not_a_name/x", "/My Documents/"\n'.replace(
+            "$not_a_name", "/$dollar"
+        )
+    )
     assert [o["path"].text for o in policy.rules[0].objects] == [
-        "/$dollar/x", "/My Documents/",
+        "/$dollar/x",
+        "/My Documents/",
     ]
 
 
@@ -78,7 +88,10 @@ def test_metadata_is_kept_on_the_rule():
     )
     rule = policy.rules[0]
     assert (rule.message, rule.severity, rule.tags, rule.priority) == (
-        "keys", "critical", ("a", "b c"), -3,
+        "keys",
+        "critical",
+        ("a", "b c"),
+        -3,
     )
 
 
@@ -107,12 +120,16 @@ def test_subject_conditions_take_alternatives():
 
 def test_signal_is_both_an_area_and_a_field():
     policy = resolve("deny signal send signal SIGKILL, 15 target /usr/sbin/*\n")
-    assert [o["signal"].value for o in policy.rules[0].objects] == ["SIGKILL", "SIGTERM"]
+    assert [o["signal"].value for o in policy.rules[0].objects] == [
+        "SIGKILL",
+        "SIGTERM",
+    ]
 
 
 def test_settings_are_kept():
     assert resolve('set name = "x y"\nset mode = monitor\n').settings == {
-        "name": "x y", "mode": "monitor",
+        "name": "x y",
+        "mode": "monitor",
     }
 
 

@@ -49,12 +49,21 @@ CASES = [
     (event("file", "read", path="/etc/hosts", exe="/usr/bin/curl"), Effect.ALLOW, 10),
     (event("file", "read", path="/etc/hosts", exe="/usr/bin/wget"), Effect.DENY, 11),
     (
-        event("file", "read", path="/usr/lib/x", ancestors=["/bin/sh", "/usr/bin/make"],
-              uid=1000),
-        Effect.ALLOW, 12,
+        event(
+            "file",
+            "read",
+            path="/usr/lib/x",
+            ancestors=["/bin/sh", "/usr/bin/make"],
+            uid=1000,
+        ),
+        Effect.ALLOW,
+        12,
     ),
-    (event("file", "read", path="/usr/lib/x", ancestors=["/usr/bin/make"], uid=0),
-     Effect.DENY, None),
+    (
+        event("file", "read", path="/usr/lib/x", ancestors=["/usr/bin/make"], uid=0),
+        Effect.DENY,
+        None,
+    ),
     (event("network", "connect", addr="10.2.0.1", port=443), Effect.ALLOW, 14),
     (event("network", "connect", addr="::ffff:10.2.0.1", port=443), Effect.ALLOW, 14),
     # field specificities add up: addr /8 (104) + one port (16) beat addr /16 (112)
@@ -62,7 +71,11 @@ CASES = [
     (event("network", "connect", addr="10.1.0.1", port=80), Effect.DENY, 15),
     (event("network", "connect", addr="10.2.0.1", port=80), Effect.ESCALATE, None),
     (event("network", "send", addr="1.1.1.1", port=53), Effect.ESCALATE, None),
-    (event("network", "send", addr="1.1.1.1", port=53, taints=["keys"]), Effect.KILL, 17),
+    (
+        event("network", "send", addr="1.1.1.1", port=53, taints=["keys"]),
+        Effect.KILL,
+        17,
+    ),
 ]
 
 
@@ -86,7 +99,9 @@ def test_overridden_clauses_are_listed_strongest_first(policy):
 
 
 def test_effect_rank_breaks_only_exact_ties():
-    policy, _ = load_source("allow file read /x\ndeny file read /x\naudit file read /x\n")
+    policy, _ = load_source(
+        "allow file read /x\ndeny file read /x\naudit file read /x\n"
+    )
     decision = decide(policy, event("file", "read", path="/x"))
     assert decision.effect is Effect.DENY
     assert [c.rule.effect for c in decision.overridden] == [Effect.AUDIT, Effect.ALLOW]
@@ -103,15 +118,18 @@ def test_taints_are_set_by_their_trigger(policy):
     assert taints_set_by(policy, event("file", "read", path="/root/.ssh/id_rsa")) == {
         "keys"
     }
-    assert taints_set_by(policy, event("file", "write", path="/root/.ssh/id_rsa")) == set()
+    assert (
+        taints_set_by(policy, event("file", "write", path="/root/.ssh/id_rsa")) == set()
+    )
 
 
 def test_missing_event_field_never_matches():
     policy, _ = load_source("default file allow\ndeny file rename to /etc/**\n")
     assert decide(policy, event("file", "rename", path="/tmp/x")).effect is Effect.ALLOW
-    assert decide(
-        policy, event("file", "rename", path="/tmp/x", to="/etc/passwd")
-    ).effect is Effect.DENY
+    assert (
+        decide(policy, event("file", "rename", path="/tmp/x", to="/etc/passwd")).effect
+        is Effect.DENY
+    )
 
 
 def test_clause_per_object_in_the_cross_product():

@@ -102,26 +102,46 @@ def test_verifier_loads_and_attaches_every_generated_program(
 
 def test_generated_policy_decides_in_the_kernel_as_written(lsm_vm: vm.GuestRun) -> None:
     result = lsm_vm.results["codegen_file_and_process"]
-    assert (
-        probe_results(result)
-        == {
-            f"read:{GEN}/secret": "EPERM",  # deny literal
-            f"write:{GEN}/secret": "EPERM",
-            f"read:{GEN}/other": "ok",  # default allow
-            f"read:{GEN}/private/x": "EPERM",  # deny prefix
-            f"read:{GEN}/private/ok": "ok",  # priority 1 allow beats the prefix deny
-            f"write:{GEN}/private/ok": "EPERM",  # the allow names read only
-            f"read:{GEN}/ask/q": "EPERM",  # escalate enforces its fallback, deny
-            "write:/etc/capsule-audit": "ok",  # audit allows
-            f"exec:{GEN}/bin/tool": "EPERM",  # process exec deny
-            f"exec:{GEN}/ok-tool": "ok",
-            f"exec:{GEN}/kill-tool": "SIGKILL",  # kill denies and kills the caller
-            f"read:{GEN}/a.key": "EPERM",  # glob, through the DFA
-            f"read:{GEN}/a.keys": "ok",
-            "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
-            f"deep:{DEEP}": "EPERM",  # > PATH_MAX: read has a deny, fails closed
-        }
-    ), result.stdout + result.stderr
+    assert probe_results(result) == {
+        f"read:{GEN}/secret": "EPERM",  # deny literal
+        f"write:{GEN}/secret": "EPERM",
+        f"read:{GEN}/other": "ok",  # default allow
+        f"read:{GEN}/private/x": "EPERM",  # deny prefix
+        f"read:{GEN}/private/ok": "ok",  # priority 1 allow beats the prefix deny
+        f"write:{GEN}/private/ok": "EPERM",  # the allow names read only
+        f"read:{GEN}/ask/q": "EPERM",  # escalate enforces its fallback, deny
+        "write:/etc/capsule-audit": "ok",  # audit allows
+        f"exec:{GEN}/bin/tool": "EPERM",  # process exec deny
+        f"exec:{GEN}/ok-tool": "ok",
+        f"exec:{GEN}/kill-tool": "SIGKILL",  # kill denies and kills the caller
+        f"read:{GEN}/a.key": "EPERM",  # glob, through the DFA
+        f"read:{GEN}/a.keys": "ok",
+        "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
+        f"deep:{DEEP}": "EPERM",  # > PATH_MAX: read has a deny, fails closed
+    }, result.stdout + result.stderr
+
+
+PYLOAD = "/run/capsule/pyload"
+
+
+@guest_job("codegen_libbpf_py")
+def _libbpf_py_job(workdir: Path, loader: Path) -> vm.GuestCommand:
+    # the same kind of artifact, loaded by the project's own ctypes binding
+    deny = policies.rule(1, "deny", "file", {"read"}, f"{PYLOAD}/secret")
+    built = artifact.build(policies.Policy((deny,)), workdir / "artifact")
+    script = str(HERE / "guest_libbpf_py.py")
+    probes = [f"read:{PYLOAD}/secret", f"read:{PYLOAD}/other"]
+    argv = [sys.executable, script, str(built.directory), *probes]
+    return vm.GuestCommand("codegen_libbpf_py", argv, timeout=120)
+
+
+def test_artifact_loads_through_capsule_runtime_libbpf(lsm_vm: vm.GuestRun) -> None:
+    result = lsm_vm.results["codegen_libbpf_py"]
+    assert '{"attached": 1}' in result.stdout, result.stdout + result.stderr
+    assert probe_results(result) == {
+        f"read:{PYLOAD}/secret": "EPERM",
+        f"read:{PYLOAD}/other": "ok",
+    }
 
 
 def test_generated_network_policy_decides_in_the_kernel_as_written(

@@ -284,6 +284,20 @@ class TestProcessTable:
         )
         assert (proc.exe, proc.argv) == ("/usr/bin/dash", ["/srv/run.sh"])
 
+    @pytest.mark.parametrize(
+        "status, code, signal_name",
+        [
+            (0, 0, None),
+            (3 << 8, 3, None),
+            (9, 137, "SIGKILL"),
+            (0x80 | 11, 139, "SIGSEGV"),
+        ],
+    )
+    def test_exit_status_as_a_shell_reports_it(self, status, code, signal_name):
+        ev = event("process", "exit", 5, 40, exit_code=status)
+        Enricher().enrich(ev)
+        assert (ev["exit_status"], ev.get("exit_signal")) == (code, signal_name)
+
     def test_snapshot_of_a_live_process(self):
         proc = enrich.snapshot_process(os.getpid())
         assert proc.exe == os.path.realpath(sys.executable)

@@ -139,3 +139,11 @@ class TestBadRuns:
         (tmp_path / "file").write_text("")
         with pytest.raises(CapsuleError, match="failed to create run store"):
             RunStore(tmp_path / "file" / "run")
+
+
+def test_a_failed_write_is_reported(tmp_path):
+    store = RunStore(tmp_path)
+    store._submit(store._writer.db.close)  # the database goes away under the writer
+    store.add(event("file", "read", 0, 1, path="/x"))
+    with pytest.raises(CapsuleError, match="failed to write run store .*closed"):
+        store.close()

@@ -105,7 +105,13 @@ class TestLines:
         "area, op, fields, text",
         [
             ("process", "fork", {"child_pid": 43}, "child 43"),
-            ("process", "exit", {"exit_code": 1}, "code 1"),
+            ("process", "exit", {"exit_code": 256, "exit_status": 1}, "code 1"),
+            (
+                "process",
+                "exit",
+                {"exit_code": 9, "exit_status": 137, "exit_signal": "SIGKILL"},
+                "killed by SIGKILL",
+            ),
             ("file", "chmod", {"path": "/tmp/x", "arg": 0o755}, "/tmp/x mode=0755"),
             (
                 "file",

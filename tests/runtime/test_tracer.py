@@ -215,9 +215,21 @@ def test_long_path_is_flagged_truncated(tracer, tmp_path):
         deep = deep / (f"{i:02d}" + "d" * 28)
     deep.mkdir(parents=True)
     (deep / "f").write_text("x")
-    events = py(tracer, f"open({str(deep / 'f')!r}).close()")
+    events = py(
+        tracer,
+        f"import os; open({str(deep / 'f')!r}).close(); os.chdir({str(deep)!r}); "
+        "os.mkdir('sub')",
+    )
     opened = [e for e in of_kind(events, "file_read") if e["path"].endswith("/f")]
     assert opened and "TRUNCATED" in flag_names(opened[0]["flags"])
+    # the tail is kept behind "...", so a cut path never looks complete
+    assert opened[0]["path"].startswith(".../") and len(opened[0]["path"]) <= 255
+    assert str(deep / "f").endswith(opened[0]["path"][3:])
+    mkdir = one(events, "file_mkdir")
+    assert "TRUNCATED" in flag_names(mkdir["flags"])
+    assert mkdir["path"].startswith(".../") and mkdir["path"].endswith(
+        deep.name + "/sub"
+    )
 
 
 # -- 4 credentials ---------------------------------------------------------------------
@@ -549,7 +561,7 @@ def test_ring_buffer_drops_are_counted():
         events = t.poll(0)
         stats = t.stats()
     assert stats["drops"] > 0 and stats["missed"] >= 0
-    assert len(of_kind(events, "file_read")) + stats["drops"] >= 2000
+    assert len(of_kind(events, "file_read")) + stats["drops"] + stats["missed"] >= 2000
 
 
 OPEN_LOOP = "import os\nfor _ in range(3000): os.close(os.open('/etc/hostname', 0))"
@@ -572,9 +584,11 @@ def test_small_ring_wraps_without_corrupting_records():
         )
         stats = t.stats()
     opens = of_kind(events, "file_read", path="/etc/hostname")
-    assert stats["decode_errors"] == 0 and len(opens) > 100
+    # more than one ring's worth arrived, so the reader wrapped around at least once
+    assert stats["decode_errors"] == 0 and len(opens) > 30, stats
     assert all(e["ret"] >= 0 and e["pid"] == opens[0]["pid"] for e in opens)
-    assert len(opens) + stats["drops"] >= 3000
+    lost = stats["drops"] + stats["missed"]
+    assert len(opens) + lost >= 3000, (len(opens), stats)
 
 
 @pytest.mark.parametrize("path", ["/tmp", "/sys/fs/cgroup/unified/no-such-group"])

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 
 from capsule.lang.model import Effect, Location, ObjectPattern, PathGlob, Policy, Rule
-from capsule.runtime.compat import coverage, files, landlock, network, syscalls
+from capsule.runtime.compat import coverage, devices, files, landlock, network
+from capsule.runtime.compat import syscalls
 from capsule.runtime.compat.coverage import AUDIT_ONLY, ENFORCED, NOT_NEEDED, OBSERVED
 from capsule.runtime.compat.coverage import PARTIAL, Line, Report
 from capsule.runtime.compat.landlock import FS, Scope
@@ -44,6 +45,7 @@ class CompatPlan:
     protected: list[str]
     visible: Policy | None = None  # the clauses Landlock enforces, for attribution
     handled: FS = FS(0)  # the Landlock rights restricted
+    devices: devices.DeviceTable | None = None
 
     def child_plan(self) -> dict:
         return {
@@ -114,8 +116,20 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
         _protection_text(protected, abi, options) if options.self_protect else []
     )
     report = Report("compat", detail, lines, protection)
+    device_table = devices.build_table(full) if options.cgroup else None
+    if device_table is not None and device_table.empty():
+        device_table = None  # no device rule: nothing to attach
     return CompatPlan(
-        full, ruleset, flt, owner, table, report, protected, visible, handled
+        full,
+        ruleset,
+        flt,
+        owner,
+        table,
+        report,
+        protected,
+        visible,
+        handled,
+        device_table,
     )
 
 
@@ -253,6 +267,11 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
         if limit:
             return (AUDIT_ONLY, "", limit)
         return (ENFORCED, f"cgroup sock_addr {op}", "")
+    if key == ("device", "open"):
+        if not options.cgroup:
+            return (AUDIT_ONLY, "", "cgroup hooks are not available")
+        limit = devices.device_limit(clause)
+        return (AUDIT_ONLY, "", limit) if limit else (ENFORCED, "cgroup device", "")
     if key == ("creds", "setid-exec"):
         return (PARTIAL, "no_new_privs", "runs, but without gaining privilege")
     if key == ("namespace", "cgroup-move") and options.self_protect:

@@ -79,16 +79,19 @@ def _read_only(paths: list[str]) -> None:
 
 
 def _apply(plan: dict, sock_fd: int) -> None:
+    # mounts first: the filter would send them to a supervisor not yet listening
     if plan.get("protected"):
         _read_only(plan["protected"])
-    if plan.get("landlock"):
-        landlock.restrict_self(
-            _ruleset(plan["landlock"]), landlock.RestrictFlag(plan["landlock"]["flags"])
-        )
+    # seccomp before Landlock: finding the notification fd reads /proc, which the
+    # policy may not let the agent read
     notify_fd = None
     filt = seccomp.FilterPlan.from_json(plan["seccomp"])
     if not filt.empty():
         notify_fd = seccomp.load_filter(filt)
+    if plan.get("landlock"):
+        landlock.restrict_self(
+            _ruleset(plan["landlock"]), landlock.RestrictFlag(plan["landlock"]["flags"])
+        )
     _send_notify_fd(sock_fd, notify_fd)
 
 

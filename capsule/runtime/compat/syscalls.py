@@ -162,6 +162,14 @@ def _exe(pid: int) -> str | None:
         return None
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
 def _ppid_uid(pid: int) -> tuple[int, int | None]:
     ppid, uid = 0, None
     try:
@@ -306,6 +314,7 @@ def _decide(
         "syscall": syscall,
         "exe": exe,
         "uid": uid,
+        "comm": _comm(note.pid),
     }
     subject = dict(exe=exe, ancestors=_ancestors(note.pid), uid=uid)
     if op == "fileless-exec":

@@ -6,7 +6,8 @@
  * holds the hooks the policy needs and each area's default.
  *
  * A verdict's rank orders clauses as semantics.precedence does; each hook takes the
- * highest rank among its lookups (exact path, longest prefix, any object of the op).
+ * highest rank among its lookups (the exact path, each prefix ending in '/', the glob
+ * DFA, any object of the op) or, if none matched, the area default.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
