@@ -4,14 +4,14 @@
 
 Every ADFA-LD trace of the validation and test splits is one escalation window (up
 to 4,096 system calls, the spec's max_len) for the syscall model, and every held-out
-scenario pair (recording + task) one window for the event model. Each round classifies every window once,
-in a shuffled order (seeded), through the same Classifier.classify() call that
-enforcement makes, so a figure covers feature extraction plus ONNX inference on one
-CPU thread. `classify` is the wall-clock latency the caller waits; `classify_cpu` is
-the thread's CPU time for the same calls, which does not grow when other processes
-crowd the CPUs; `inference_only` is the session.run of a ready feature row.
+scenario pair (recording + task) one window for the event model. Each round
+classifies every window once, in a shuffled order (seeded), through the same
+Classifier.classify() call that enforcement makes: feature extraction plus ONNX
+inference on one CPU thread. `classify` is the wall-clock latency the caller waits;
+`classify_cpu` is the thread's CPU time for the same calls, which does not grow when
+other processes crowd the CPUs; `inference_only` is session.run on a ready row.
 Reports p50, p99 and max in milliseconds, the window lengths and the load average.
-The exit status is 1 when the wall-clock p99 misses the 2 ms target.
+The exit status is 1 when a wall-clock p99 misses the 2 ms target.
 """
 
 from __future__ import annotations

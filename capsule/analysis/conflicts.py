@@ -31,6 +31,7 @@ SHADOWED = "shadowed-rule"
 REDUNDANT = "redundant-rule"
 PARTLY_OVERRIDDEN = "partly-overridden"
 EQUALS_DEFAULT = "equals-default"
+UNMATCHABLE = "unmatchable-rule"
 UNDECIDED = "undecided"
 
 CODES = {
@@ -39,6 +40,7 @@ CODES = {
     REDUNDANT: "a rule whose removal changes no decision",
     PARTLY_OVERRIDDEN: "part of a rule's match set is decided by another rule",
     EQUALS_DEFAULT: "a rule that only restates its area's default",
+    UNMATCHABLE: "a rule that no event can match",
     UNDECIDED: "z3 could not decide a question within its limits",
 }
 
@@ -185,6 +187,8 @@ class _AreaAnalysis:
 
     def _check_clause(self, i: int) -> None:
         partners = self._partners[i] = self.index.partners(i)
+        if not self._can_match(i):
+            return
         higher = [j for j in partners if j < i]
         lower = [j for j in partners if j > i]
         tied = self._check_pairs(i, higher, tied_only=True)
@@ -261,6 +265,21 @@ class _AreaAnalysis:
             if self.ranked[j].matches(event):
                 return clause_outcome(self.ranked[j])
         return self.default
+
+    # -- unmatchable ------------------------------------------------------------------
+
+    def _can_match(self, i: int) -> bool:
+        """False, with a finding, if no event matches clause i at all (say, it names
+        a field that none of its operations carries)."""
+        outcome = self.ask([i], [self.match(i)], [i], lambda e: True)
+        if isinstance(outcome, encode.Undecided):
+            self._undecided(i, "matches any event", outcome)
+        if not isinstance(outcome, encode.Unsat):
+            return True
+        clause = self.ranked[i]
+        message = f"rule at {describe(clause)} matches no event, so it never decides"
+        self.findings.append(Diagnostic(WARNING, UNMATCHABLE, message, clause.rule.loc))
+        return False
 
     # -- shadowed --------------------------------------------------------------------
 

@@ -110,8 +110,11 @@ def enforce(
         "machine a little while CMD runs).",
     ),
     trace: bool = typer.Option(
-        False, "--trace", help="Also trace everything CMD does (the full timeline, and "
-        "audit rules on operations no enforcement mechanism sees)."),
+        False,
+        "--trace",
+        help="Also trace everything CMD does (the full timeline, and "
+        "audit rules on operations no enforcement mechanism sees).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     live: bool = typer.Option(
         True,
@@ -150,7 +153,8 @@ def enforce(
         require=require,
         self_protect=self_protect,
         caps=caps,
-        report_denials=report_denials, trace=trace,
+        report_denials=report_denials,
+        trace=trace,
         on_event=Timeline(err).write if live else None,
         on_coverage=lambda report: err.print(report.render(), markup=False),
     )

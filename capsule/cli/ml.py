@@ -1,4 +1,4 @@
-"""`capsule ml train|eval|classify`: the escalation classifier's model and its figures."""
+"""`capsule ml train|eval|classify`: the escalation classifier and its figures."""
 
 import json
 import sys
@@ -90,7 +90,7 @@ def evaluate(
     which: str = _WHICH,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Report ROC-AUC and precision/recall at each model's threshold on held-out splits."""
+    """Report ROC-AUC and precision/recall at each threshold on held-out splits."""
     from capsule.ml import eval as evaluation
 
     reports = {}

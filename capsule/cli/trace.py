@@ -40,7 +40,7 @@ def _default_directory() -> Path:
 @app.command(context_settings=_PASSTHROUGH)
 def trace(
     command: list[str] = typer.Argument(
-        ..., metavar="-- CMD [ARG...]", help="The command to run and trace."
+        ..., metavar="CMD", help="The command to run and trace."
     ),
     output: Path = typer.Option(
         None,
@@ -73,7 +73,13 @@ def trace(
     session.preflight()
     run_as = session.RunAs.lookup(user) if user else None
     directory = output or _default_directory()
-    on_event = Timeline(_stderr_console()).write if live else None
+    live_timeline = Timeline(_stderr_console())
+
+    def show(event: dict) -> None:
+        live_timeline.t0_ns = run.t0_ns  # the same times as `capsule timeline` shows
+        live_timeline.write(event)
+
+    on_event = show if live else None
     run = session.Session(
         list(command),
         directory,

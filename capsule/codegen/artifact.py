@@ -57,7 +57,7 @@ def host_arch() -> str:
 
 
 def _features(ir: Ir) -> list[str]:
-    found = {"bpf_lsm", "btf", "ringbuf", "sleepable_lsm", "bpf_d_path"}
+    found = {"bpf_lsm", "btf", "ringbuf", "sleepable_lsm", "bpf_d_path", "task_storage"}
     if any(
         getattr(table, "prefix", None)
         or getattr(table, "dfa", None)

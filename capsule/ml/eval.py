@@ -101,7 +101,7 @@ def evaluate(
     model: str | Path = DEFAULT_MODEL,
     splits: tuple[str, ...] = ("val", "test"),
 ) -> dict:
-    """Score the ADFA-LD model on held-out splits; say if the data differ from training."""
+    """Score the ADFA-LD model on held-out splits; warn if the data changed."""
     classifier = Classifier(model)
     root = Path(data_dir or adfa.default_data_dir())
     traces = adfa.load(root)

@@ -143,7 +143,8 @@ _CREDENTIAL = re.compile(
     r"|\.kube/config|\.npmrc$|\.pypirc$)|^/etc/(shadow|gshadow|sudoers)"
 )
 _PERSISTENCE = re.compile(
-    r"^/etc/(cron|rc\.local|ld\.so\.preload|profile|systemd/|init\.d/)|/\.config/systemd/"
+    r"^/etc/(cron|rc\.local|ld\.so\.preload|profile|systemd/|init\.d/)"
+    r"|/\.config/systemd/"
     r"|/\.(bashrc|profile|bash_profile|zshrc)$|/\.ssh/authorized_keys|^/var/spool/cron"
 )
 _PATH_CLASSES = (

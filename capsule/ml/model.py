@@ -150,7 +150,7 @@ class Classifier:
         return probabilities[:, 1]
 
     def classify(self, window: Window) -> Verdict:
-        """Score one window; the verdict is risky when the score reaches the threshold."""
+        """Score one window; risky when the score reaches the threshold."""
         start = time.perf_counter()
         row = self.spec.vectorize(window)[None, :]
         probabilities, contributions = self._session.run(
@@ -172,7 +172,7 @@ class Classifier:
 
 
 def load_classifier(name_or_path: str | Path = DEFAULT_MODEL) -> Classifier:
-    """Load a shipped model by name, or a .onnx file by path; CapsuleError if unusable."""
+    """Load a shipped model by name or a .onnx file; CapsuleError if unusable."""
     return Classifier(name_or_path)
 
 

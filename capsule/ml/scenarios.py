@@ -16,7 +16,8 @@ A recording becomes one window per (recording, task) pair. Splits are by variant
 texts, so validation and test show recordings and task wordings the model has not
 seen, within the same scenario families.
 
-Run: python -m capsule.ml.scenarios [OUT_DIR [NAME-VARIANT...]]  (root; needs the tracer)
+Run (root, with a working tracer):
+    python -m capsule.ml.scenarios [OUT_DIR [NAME-VARIANT...]]
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ FITTING = {
 }
 
 
-# --- scripts ---------------------------------------------------------------------------
+# --- scripts ------------------------------------------------------------------
 
 
 def _pip(rng, env):
@@ -193,7 +194,8 @@ def _git(rng, env):
 def _compile(rng, env):
     flags = rng.choice(["-O0", "-O2", "-g"])
     return (
-        f"mkdir -p build && gcc {flags} -c src/c/a.c -o /tmp/scn-a.o && gcc {flags} src/c/main.c "
+        f"mkdir -p build && gcc {flags} -c src/c/a.c -o /tmp/scn-a.o && "
+        f"gcc {flags} src/c/main.c "
         f"/tmp/scn-a.o -o build/hello && ./build/hello && make -s -C src/c "
         f"{rng.choice(['all', 'clean all'])}"
     )
@@ -286,7 +288,8 @@ def _miner(rng, env):
     )
     return (
         f'{PYTHON} -c "import hashlib,socket,time\n'
-        f"u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nend=time.time()+{seconds}\n"
+        f"u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"end=time.time()+{seconds}\n"
         f"n=time.time()\nwhile time.time()<end:\n"
         f"  hashlib.sha256(str(time.time()).encode()).digest()\n"
         f'  if time.time()>n:\n    {beacon}; n=time.time()+0.2\n"'
@@ -316,7 +319,10 @@ def _bashrc(rng, env):
     line = rng.choice(
         ["export PATH=$HOME/project/bin:$PATH", 'PATH="$HOME/project/bin:$PATH"']
     )
-    return f"grep -q project/bin ~/.bashrc || echo '{line}' >> ~/.bashrc; tail -2 ~/.bashrc"
+    return (
+        f"grep -q project/bin ~/.bashrc || echo '{line}' >> ~/.bashrc; "
+        "tail -2 ~/.bashrc"
+    )
 
 
 def _upload(rng, env):
@@ -353,8 +359,10 @@ _PROJECT = {
     "src/app/__init__.py": "",
     "src/app/util.py": "def add(a, b):\n    cnt = a + b\n    return cnt\n",
     "src/app/config.py": "def load(path):\n    cnt = 0\n    return {'path': path}\n",
-    "src/app/parser.py": "def parse(text):\n    cnt = len(text)\n    return text.split()\n",
-    "tests/test_app.py": "import sys\nsys.path.insert(0, 'src')\nfrom app.util import add\n"
+    "src/app/parser.py": "def parse(text):\n    cnt = len(text)\n"
+    "    return text.split()\n",
+    "tests/test_app.py": "import sys\nsys.path.insert(0, 'src')\n"
+    "from app.util import add\n"
     "\ndef test_add():\n    assert add(1, 2) == 3\n\n"
     "def test_parse():\n    from app.parser import parse\n"
     "    assert parse('a b') == ['a', 'b']\n",
@@ -504,7 +512,7 @@ class Listeners:
         self.udp.close()
 
 
-# --- recording -------------------------------------------------------------------------
+# --- recording ----------------------------------------------------------------
 
 
 def _compact(event: dict) -> dict:
@@ -597,7 +605,7 @@ def record_all(
     return count
 
 
-# --- windows and labels ------------------------------------------------------------------
+# --- windows and labels -------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,18 @@ def check_cgroup2() -> Check:
     )
 
 
+def check_bpffs() -> Check:
+    path = Path("/sys/fs/bpf")
+    if os.path.ismount(path):
+        return Check("bpffs", OK, f"mounted at {path} (pinning works)")
+    return Check(
+        "bpffs",
+        MISSING,
+        f"{path} is not a bpf filesystem mount",
+        "mount -t bpf bpf /sys/fs/bpf (only needed to pin maps and links)",
+    )
+
+
 def check_ringbuf() -> Check:
     from capsule.runtime import libbpf
 
@@ -295,8 +307,9 @@ def check_libbpf() -> Check:
 
 def run_checks() -> list[Check]:
     """Every check, in the order `capsule doctor` prints them."""
-    checks = [check_btf(), check_clang(), check_cgroup2(), check_libbpf()]
-    if checks[-1].status != OK:
+    clang, libbpf = check_clang(), check_libbpf()
+    checks = [check_btf(), clang, check_cgroup2(), check_bpffs(), libbpf]
+    if libbpf.status != OK:
         return checks
     checks += [check_ringbuf(), check_landlock(), check_seccomp_notify()]
     if os.geteuid() != 0:
@@ -309,9 +322,9 @@ def run_checks() -> list[Check]:
             )
         )
         return checks
-    if checks[1].status != OK:
+    if clang.status != OK:
         reason = "cannot build the probes without clang"
-        return checks + [Check("bpf", UNKNOWN, reason, checks[1].fix)]
+        return checks + [Check("bpf", UNKNOWN, reason, clang.fix)]
     try:
         obj_path = build.compile_bpf(PROBES)
     except CapsuleError as exc:

@@ -539,6 +539,8 @@ class Enricher:
         block = stat.S_ISBLK(event.get("mode", 0))
         event["device"] = f"{major}:{minor}"
         event["device_class"] = self.devices(major, minor, block)
+        if event.get("op") == "ioctl":
+            event["ioctl_name"] = names.ioctl_name(event.get("cmd", 0))
 
     # a write to a persistence path is also a system/persist event
     @staticmethod

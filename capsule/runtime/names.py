@@ -113,3 +113,23 @@ def prot_text(prot: int) -> str:
 
     bits = ((mmap.PROT_READ, "r"), (mmap.PROT_WRITE, "w"), (mmap.PROT_EXEC, "x"))
     return "".join(ch if prot & bit else "-" for bit, ch in bits)
+
+
+# ioctl requests worth naming on a device timeline (tty, tun, kvm)
+_IOCTLS = {
+    0x5401: "TCGETS",
+    0x5402: "TCSETS",
+    0x5413: "TIOCGWINSZ",
+    0x5412: "TIOCSTI",
+    0x540E: "TIOCSCTTY",
+    0x400454CA: "TUNSETIFF",
+    0x800454D2: "TUNGETIFF",
+    0xAE00: "KVM_GET_API_VERSION",
+    0xAE01: "KVM_CREATE_VM",
+    0xAE41: "KVM_CREATE_VCPU",
+}
+
+
+def ioctl_name(request: int) -> str:
+    """TCGETS for 0x5401; the number in hex when it has no name here."""
+    return _IOCTLS.get(request & 0xFFFFFFFF, f"{request:#x}")

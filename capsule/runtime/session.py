@@ -189,6 +189,7 @@ class Session:
         self.on_event = on_event
         self.enricher = Enricher()
         self.root: Proc | None = None
+        self.t0_ns = 0  # CLOCK_MONOTONIC when the command was released
         self.result = RunResult(
             command=argv, exit_code=exitcodes.CAPSULE_FAILED, directory=directory
         )
@@ -219,7 +220,8 @@ class Session:
                     move_to_cgroup(pid, self.cgroup)
                 self.root = self.enricher.add_root(pid)
                 # times in the run count from here, where the command is let go
-                store.set_meta(t0_ns=time.monotonic_ns())
+                self.t0_ns = time.monotonic_ns()
+                store.set_meta(t0_ns=self.t0_ns)
                 os.write(go_w, b"x")  # release: tracking is already in place
                 released = True
                 os.close(go_w)

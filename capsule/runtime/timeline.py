@@ -138,7 +138,10 @@ def _ipc(event: dict) -> str:
 
 def _device(event: dict) -> str:
     kind = event.get("device_class") or "device"
-    return f"{_path(event)} ({kind} {event.get('device', '?')})"
+    text = f"{_path(event)} ({kind} {event.get('device', '?')})"
+    if event.get("op") == "ioctl":
+        text += f" {event.get('ioctl_name') or hex(event.get('cmd', 0))}"
+    return text
 
 
 def _system(event: dict) -> str:

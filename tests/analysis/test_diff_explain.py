@@ -1,6 +1,9 @@
 """`diff` and `explain` in the library: semantic differences with replayed witnesses,
 and explanations that agree with semantics.decide and with z3."""
 
+import sys
+from pathlib import Path
+
 import pytest
 from policies import policy, rule
 
@@ -8,7 +11,7 @@ from capsule.analysis import diff, explain
 from capsule.analysis.conflicts import Limits
 from capsule.analysis.eventtext import format_event, parse_event
 from capsule.errors import CapsuleError
-from capsule.lang import semantics
+from capsule.lang import load_policy, semantics
 
 R = rule
 BASE = [
@@ -177,3 +180,46 @@ def test_event_text_round_trips(text):
     event = parse_event(text)
     assert parse_event(format_event(event)) == event
     assert format_event(event) == text
+
+
+def _generated(tmp_path, name, transform):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.bench_conflicts import generate
+
+    lines = generate(300).splitlines()
+    path = tmp_path / name
+    path.write_text("\n".join(transform(lines)) + "\n")
+    pol, diags = load_policy([str(path)])
+    assert not [d for d in diags if d.is_error]
+    return pol
+
+
+def test_diff_of_a_large_policy_finds_a_one_rule_change(tmp_path):
+    old = _generated(tmp_path, "old.cap", lambda lines: lines)
+    secrets = next(n for n, line in enumerate(old.rules) if "secrets/**" in line.text)
+    removed = old.rules[secrets].text
+    new = _generated(
+        tmp_path, "new.cap", lambda lines: [x for x in lines if x != removed]
+    )
+    result = diff.diff(old, new)
+    changes = [c for a in result.areas for c in a.changes]
+    assert {(c.area, c.op, c.label) for c in changes} == {
+        ("file", "read", "now allowed"),
+        ("file", "write", "now allowed"),
+    }
+    for change in changes:
+        assert change.old_rule == old.rules[secrets].ref
+        assert semantics.decide(old, change.event).clause.rule.text == removed
+
+
+def test_reordered_large_policy_is_equivalent(tmp_path):
+    def reorder(lines):
+        header = [
+            x for x in lines if not x.split(" ", 1)[0] in {"allow", "deny", "audit"}
+        ]
+        rules = [x for x in lines if x not in header]
+        return header + rules[::-1]
+
+    old = _generated(tmp_path, "old.cap", lambda lines: lines)
+    new = _generated(tmp_path, "new.cap", reorder)
+    assert diff.diff(old, new).equivalent

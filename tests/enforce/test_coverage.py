@@ -43,6 +43,8 @@ TABLE = [
     ),
     ("deny network bind port 22", "enforced", "cgroup sock_addr bind", ""),
     ("deny network listen", "audit only", "", "no compat mechanism"),
+    ("deny ipc unix-connect", "partial", "landlock scope", "abstract sockets"),
+    ("deny ipc unix-connect path /run/x.sock", "audit only", "", "no compat"),
     (
         "deny network connect addr 10.0.0.0/8 when exe /usr/bin/curl",
         "audit only",

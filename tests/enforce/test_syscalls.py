@@ -94,3 +94,21 @@ def test_wx_mapping_is_denied(enforce, py):
     run = enforce("deny memory wx\n", [py, "-c", code])
     assert "errno 1" in run.stdout and "rw ok" in run.stdout
     assert run.verdicts("memory", "wx")
+
+
+def test_abstract_unix_socket_outside_the_sandbox(enforce, py):
+    import socket
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0capsule-test-abstract")
+    server.listen(1)
+    code = (
+        "import socket\ns = socket.socket(socket.AF_UNIX)\n"
+        "try:\n s.connect('\\0capsule-test-abstract')\n print('connected')\n"
+        "except OSError as e:\n print('errno', e.errno)\n"
+    )
+    try:
+        run = enforce("deny ipc unix-connect\n", [py, "-c", code])
+    finally:
+        server.close()
+    assert "errno 1" in run.stdout, run.stdout

@@ -1,4 +1,4 @@
-"""Fixtures for the escalation-classifier tests: the ADFA-LD data and the shipped model."""
+"""Fixtures for the escalation-classifier tests: ADFA-LD and the shipped model."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""`capsule ml classify|eval` as a user runs them: output, exit codes, one-line errors."""
+"""`capsule ml classify|eval` as a user runs them: output, exit codes, errors."""
 
 import json
 import subprocess

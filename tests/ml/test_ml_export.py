@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-ort = pytest.importorskip("onnxruntime")
-
 from capsule.ml import train
 from capsule.ml.features import FeatureSpec, Window
+
+pytest.importorskip("sklearn", reason="training extras not installed")
+ort = pytest.importorskip("onnxruntime")
 
 
 def test_onnx_and_sklearn_agree(adfa_traces):

@@ -1,4 +1,4 @@
-"""The shipped model loads, refuses damaged files loudly, and scores in the right direction."""
+"""The shipped model loads, refuses damaged files, and scores the right way round."""
 
 import json
 import shutil

@@ -199,6 +199,21 @@ class TestDevices:
     def test_classes(self, major, minor, block, kind):
         assert enrich.DeviceClasses()(major, minor, block) == kind
 
+    def test_ioctl_name(self):
+        ev = event(
+            "device",
+            "ioctl",
+            10,
+            os.getpid(),
+            major=10,
+            minor=200,
+            mode=0o20666,
+            cmd=0x400454CA,
+        )
+        Enricher().enrich(ev)
+        assert (ev["device_class"], ev["ioctl_name"]) == ("tun", "TUNSETIFF")
+        assert names.ioctl_name(0x1234) == "0x1234"
+
     def test_kernel_dev_t_split(self):
         assert enrich.split_dev(10 << 20 | 232) == (10, 232)
 

@@ -147,3 +147,24 @@ def test_a_failed_write_is_reported(tmp_path):
     store.add(event("file", "read", 0, 1, path="/x"))
     with pytest.raises(CapsuleError, match="failed to write run store .*closed"):
         store.close()
+
+
+def test_docs_name_every_stored_field():
+    """docs/events.md is the JSONL schema: a field added to the schema must be there."""
+    from pathlib import Path
+
+    from capsule.events import schema
+
+    doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
+    dropped_by_decoder = {"unix_path", "cwd"}  # folded into addr and filename
+    missing = []
+    for layout in schema.LAYOUTS.values():
+        joined = {part for _, d, n in layout.paths for part in (d, n) if part}
+        names = [f.name for f in layout.fields if not f.name.startswith("_pad")]
+        names += [out for out, _, _ in layout.paths]
+        missing += [
+            f"{layout.name}.{name}"
+            for name in names
+            if name not in joined | dropped_by_decoder and f"`{name}`" not in doc
+        ]
+    assert missing == []

@@ -180,6 +180,18 @@ class TestLines:
                 "/dev/net/tun (tun 10:200)",
             ),
             (
+                "device",
+                "ioctl",
+                {
+                    "path": "/dev/net/tun",
+                    "device_class": "tun",
+                    "device": "10:200",
+                    "cmd": 0x400454CA,
+                    "ioctl_name": "TUNSETIFF",
+                },
+                "/dev/net/tun (tun 10:200) TUNSETIFF",
+            ),
+            (
                 "system",
                 "mount",
                 {"source": "none", "path": "/mnt", "fstype": "tmpfs"},

@@ -12,17 +12,28 @@ from capsule.lang.model import Effect, Event, Policy
 from capsule.lang.semantics import decide
 
 # event key -> policy field
-_FIELDS = {"path": "path", "new_path": "to", "addr": "addr", "port": "port",
-           "fstype": "fstype", "signal": "signal", "target_exe": "target"}
+_FIELDS = {
+    "path": "path",
+    "new_path": "to",
+    "addr": "addr",
+    "port": "port",
+    "fstype": "fstype",
+    "signal": "signal",
+    "target_exe": "target",
+}
 
 
 def policy_event(event: dict) -> Event:
-    fields = {field: event[key] for key, field in _FIELDS.items()
-              if event.get(key) not in (None, "")}
+    fields = {
+        field: event[key]
+        for key, field in _FIELDS.items()
+        if event.get(key) not in (None, "")
+    }
     if event.get("area") == "network" and not isinstance(fields.get("addr"), str):
         fields.pop("addr", None)
-    return Event(event["area"], event["op"], fields, exe=event.get("exe"),
-                 uid=event.get("uid"))
+    return Event(
+        event["area"], event["op"], fields, exe=event.get("exe"), uid=event.get("uid")
+    )
 
 
 def annotate(policy: Policy, event: dict) -> dict:
@@ -33,8 +44,10 @@ def annotate(policy: Policy, event: dict) -> dict:
         decision = decide(policy, policy_event(event))
     except (TypeError, ValueError):  # a field the patterns cannot read
         return event
-    if decision.clause is not None and decision.effect in (Effect.AUDIT,
-                                                           Effect.ESCALATE):
+    if decision.clause is not None and decision.effect in (
+        Effect.AUDIT,
+        Effect.ESCALATE,
+    ):
         event["verdict"] = "audit"
         event["rule"] = decision.clause.rule.ref
     return event

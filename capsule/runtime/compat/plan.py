@@ -93,6 +93,8 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
     handled = files.handled_rights(visible, landlock.fs_rights(abi)) if abi else FS(0)
     translation = files.translate(visible, handled)
     scoped = landlock.scopes(abi) & Scope.SIGNAL if options.self_protect else Scope(0)
+    if any(_abstract_unix_scope(c) for c in full.clauses("ipc")):
+        scoped |= landlock.scopes(abi) & Scope.ABSTRACT_UNIX_SOCKET
     ruleset = None
     if handled or scoped:
         ruleset = {
@@ -130,6 +132,18 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
         visible,
         handled,
         device_table,
+    )
+
+
+def _abstract_unix_scope(clause) -> bool:
+    """A rule that denies every unix-socket connection can be Landlock's scope."""
+    rule = clause.rule
+    return (
+        "unix-connect" in rule.ops
+        and files.enforced(rule).blocks
+        and not len(clause.object)
+        and rule.subject.is_any
+        and rule.after is None
     )
 
 
@@ -267,6 +281,13 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
         if limit:
             return (AUDIT_ONLY, "", limit)
         return (ENFORCED, f"cgroup sock_addr {op}", "")
+    if key == ("ipc", "unix-connect") and abi >= 6 and _abstract_unix_scope(clause):
+        return (
+            PARTIAL,
+            "landlock scope",
+            "only abstract sockets made outside the "
+            "sandbox; sockets with a path are not covered",
+        )
     if key == ("device", "open"):
         if not options.cgroup:
             return (AUDIT_ONLY, "", "cgroup hooks are not available")

@@ -51,7 +51,9 @@ struct dfa_key {
 	__u32 op;
 };
 
-/* per-CPU scratch: a path buffer is far larger than the 512-byte stack */
+/* per-task scratch: a path buffer is far larger than the 512-byte stack, and a
+ * sleepable program can be preempted, so a per-CPU buffer could be overwritten by
+ * another task's hook on the same CPU before this one is done with it */
 struct scratch {
 	char buf[SCRATCH_PATH_LEN];
 	struct path_key exact;
@@ -59,17 +61,16 @@ struct scratch {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
 
 static __always_inline struct scratch *scratch_get(void)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&scratch_map, &zero);
+	return bpf_task_storage_get(&scratch_map, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
 }
 
 struct {
