@@ -1,12 +1,13 @@
-"""Conflict findings of `capsule check`: contradictions, shadowed, redundant and partly
-overridden rules, and rules that only restate the default.
+"""Conflict findings of `capsule check`: contradictions, shadowed, redundant, partly
+overridden and unmatchable rules, and rules that only restate the default.
 
 Each clause's match set is a z3 formula (matchset.py). Clauses are ranked as
 semantics.matching_clauses ranks them (precedence key, then source order); "higher"
-means earlier in that ranking. Only pairs that the prefilter lets through reach z3.
-Every finding carries a witness event from the z3 model, and before it is reported
-the witness is replayed through semantics.decide: a witness that does not show the
-finding is a bug, and is logged and dropped rather than printed.
+means earlier in that ranking. Only pairs that the prefilter lets through are
+examined, and a question reaches z3 only when no candidate event (sampler.py)
+answers it. Every finding carries a witness event read from a z3 model, and before
+it is reported the witness is replayed through semantics.decide: a witness that does
+not show the finding is a bug, and is logged and dropped rather than printed.
 """
 
 from __future__ import annotations

@@ -96,13 +96,21 @@ def diff(old: Policy, new: Policy, limits: Limits = DEFAULT_LIMITS) -> PolicyDif
 def _diff_area(old: Policy, new: Policy, area: str, limits: Limits) -> AreaDiff:
     result = AreaDiff(area)
     scope = _Scope(old, new, area)
-    if scope.same:
-        return result
+    if scope.changed:
+        _diff_changed(old, new, scope, limits, result)
+    if scope.default_changed and result.undecided is None:
+        _diff_unmatched(old, new, scope, limits, result)
+    return result
+
+
+def _diff_changed(old, new, scope, limits: Limits, result: AreaDiff) -> None:
+    """The kinds of change among events that match a changed clause."""
+    area = scope.area
     sym = SymbolicEvent(area, scope.clauses)
     codes: dict = {}
     old_term = _decision_term(sym, old, area, scope.old, codes)
     new_term = _decision_term(sym, new, area, scope.new, codes)
-    focus = z3.Or(*[sym.matches(c) for c in scope.changed]) if scope.changed else True
+    focus = z3.Or(*[sym.matches(c) for c in scope.changed])
     base = [*sym.domain(scope.clauses), focus, old_term != new_term]
     subject = subject_keys(scope.clauses)
     blocked: list[z3.BoolRef] = []
@@ -123,15 +131,41 @@ def _diff_area(old: Policy, new: Policy, area: str, limits: Limits) -> AreaDiff:
         outcome = encode.solve([*base, *blocked], limits.timeout_ms, limits.rlimit)
         if isinstance(outcome, encode.Undecided):
             result.undecided = outcome.reason
-            return result
+            return
         if isinstance(outcome, encode.Unsat):
-            return result
+            return
         change = _change(old, new, sym.witness(outcome.model), subject)
         if change is None:
             result.undecided = "internal error: a witness did not replay"
-            return result
+            return
         result.changes.append(change)
         blocked.append(_block(sym, change, codes, old_term, new_term))
+
+
+def _diff_unmatched(old, new, scope, limits: Limits, result: AreaDiff) -> None:
+    """With different defaults, every operation that has an event no clause matches
+    changes from one default to the other; find one such event per operation."""
+    found = {_kind(c) for c in result.changes}
+    for op in names.AREAS[scope.area]:
+        clauses = [c for c in scope.all if op in c.rule.ops]
+        sym = SymbolicEvent(scope.area, clauses)
+        query = [*sym.domain(clauses), sym.op_in({op})]
+        query += [z3.Not(sym.matches(c)) for c in clauses]
+        event = next(
+            (e for e in sampler.neutral_events(scope.area, op)
+             if not any(c.matches(e) for c in clauses)),
+            None,
+        )  # fmt: skip
+        if event is not None:
+            query += sym.fix(event)  # pinned: z3 only confirms the candidate
+        outcome = encode.solve(query, limits.timeout_ms, limits.rlimit)
+        if isinstance(outcome, encode.Undecided):
+            result.undecided = outcome.reason
+            return
+        if isinstance(outcome, encode.Sat):
+            change = _change(old, new, sym.witness(outcome.model), ())
+            if change is not None and _kind(change) not in found:
+                result.changes.append(change)
 
 
 def _kind(change: Change) -> tuple:
@@ -146,6 +180,10 @@ class _Scope:
     clause that one policy has and the other lacks (`changed`), unless the area's
     default changed. Only the changed clauses and the clauses that may meet them
     (the prefilter) enter the z3 terms; the others cannot match such an event.
+
+    If the default changed, the events that match no clause at all change too
+    (from one default to the other); every other event is decided by the same
+    clauses in both policies.
     """
 
     def __init__(self, old: Policy, new: Policy, area: str):
@@ -159,24 +197,19 @@ class _Scope:
             for p in (old, new)
         ]
         self.default_changed = defaults[0] != defaults[1]
-        self.same = not self.changed and not self.default_changed
-        if self.default_changed:
-            self.old, self.new = old_all, new_all
-        else:
-            everything = old_all + new_all
-            index = PairIndex(everything)
-            wanted = {id(c) for c in self.changed}
-            near = {j for i, c in enumerate(everything) if id(c) in wanted
-                    for j in [i, *index.partners(i)]}  # fmt: skip
-            self.old = [c for i, c in enumerate(old_all) if i in near]
-            self.new = [c for i, c in enumerate(new_all) if len(old_all) + i in near]
+        everything = old_all + new_all
+        index = PairIndex(everything)
+        wanted = {id(c) for c in self.changed}
+        near = {j for i, c in enumerate(everything) if id(c) in wanted
+                for j in [i, *index.partners(i)]}  # fmt: skip
+        self.old = [c for i, c in enumerate(old_all) if i in near]
+        self.new = [c for i, c in enumerate(new_all) if len(old_all) + i in near]
         self.clauses = self.old + self.new
+        self.all = old_all + [c for c in new_all if _key(c) not in old_keys]
 
     def candidates(self):
-        """A few candidate events per changed clause (all clauses if the default
-        changed)."""
-        sources = self.changed or self.clauses
-        for clause in sources:
+        """A few candidate events per changed clause."""
+        for clause in self.changed:
             yield from itertools.islice(sampler.candidates([clause]), 8)
 
 

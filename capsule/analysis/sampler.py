@@ -71,6 +71,19 @@ def candidates(positives: list[Clause]) -> Iterator[Event]:
             yield Event(area, op, fields, exe, ancestors, uid, cgroup, taints)
 
 
+def neutral_events(area: str, op: str) -> Iterator[Event]:
+    """Events of `op` built from neutral values, which few rules mention."""
+    fields = {}
+    for field, kind in names.FIELDS[area].items():
+        if (area, field) not in matchset.OPTIONAL_FIELDS:
+            fields[field] = _NEUTRAL[kind]
+    fields = _drop_absent(area, op, fields)
+    for path in ("/zq/zq", "/zq"):
+        with_path = {f: path if names.FIELDS[area][f] == names.PATH else v
+                     for f, v in fields.items()}  # fmt: skip
+        yield Event(area, op, with_path, "/usr/bin/zq", (), 4242, "/zq")
+
+
 def _drop_absent(area: str, op: str, fields: dict) -> dict:
     return {
         f: v for f, v in fields.items() if op in matchset.FIELD_OPS.get((area, f), {op})

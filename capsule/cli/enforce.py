@@ -1,6 +1,7 @@
 """`capsule enforce POLICY|ARTIFACT -- CMD`: run CMD with the policy enforced."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def enforce(
         metavar="DIR",
         help=f"Run directory (default: {RUNS_DIR}/enforce-...).",
     ),
+    user: str = typer.Option(
+        None,
+        "--user",
+        "-u",
+        metavar="U",
+        help="Run CMD as this user (name or uid); Capsule itself stays root.",
+    ),
     self_protect: bool = typer.Option(
         True,
         "--self-protect/--no-self-protect",
@@ -124,6 +132,7 @@ def enforce(
 ) -> None:
     """Run CMD with POLICY enforced from its first instruction; exit with its status."""
     from capsule.runtime import enforce as runtime
+    from capsule.runtime.session import RunAs
     from capsule.runtime.timeline import Timeline
 
     if require not in runtime.REQUIRE_LEVELS:
@@ -142,6 +151,12 @@ def enforce(
     if not command:
         raise CapsuleError("failed to parse the command: nothing after --", exit_code=2)
     resolved, files = load_policy_or_artifact(policy)
+    if os.geteuid() != 0:
+        raise CapsuleError(
+            "failed to start enforcement: capsule enforce needs root",
+            hint="run it as root, e.g. `sudo capsule enforce POLICY -- CMD`; "
+            "use --user to run CMD as another user",
+        )
     caps = runtime.probe()
     runtime.select_backend(backend, caps)
     err = _stderr()
@@ -155,6 +170,7 @@ def enforce(
         caps=caps,
         report_denials=report_denials,
         trace=trace,
+        run_as=RunAs.lookup(user) if user else None,
         on_event=Timeline(err).write if live else None,
         on_coverage=lambda report: err.print(report.render(), markup=False),
     )

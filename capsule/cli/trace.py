@@ -11,21 +11,10 @@ from rich.console import Console
 
 from capsule.cli.main import app
 from capsule.errors import CapsuleError
+from capsule.lang.names import AREAS
 from capsule.runtime.store import RunReader, to_json
 from capsule.runtime.timeline import Timeline
 
-AREAS = (
-    "process",
-    "network",
-    "file",
-    "creds",
-    "memory",
-    "ipc",
-    "device",
-    "system",
-    "namespace",
-    "signal",
-)
 _PASSTHROUGH = {"allow_interspersed_args": False}
 
 
@@ -66,6 +55,9 @@ def trace(
     live: bool = typer.Option(
         True, "--timeline/--no-timeline", help="Show events on stderr as they happen."
     ),
+    buffer_mb: int = typer.Option(
+        8, "--buffer-mb", metavar="MB", help="Ring buffer size (a power of two)."
+    ),
 ) -> None:
     """Run CMD, record what its process tree does, and exit with CMD's exit code."""
     from capsule.runtime import session
@@ -83,7 +75,7 @@ def trace(
     run = session.Session(
         list(command),
         directory,
-        _tracer_factory(cgroup),
+        _tracer_factory(cgroup, buffer_mb),
         run_as=run_as,
         on_event=on_event,
         cgroup=cgroup,
@@ -94,6 +86,8 @@ def trace(
         typer.echo(f"capsule: {command[0]}: {_exec_message(result)}", err=True)
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2))
+        if result.drops:  # never silent, even when stdout is for a program
+            _print_losses(result.summary(), _stderr_console())
     else:
         _print_summary(result.summary())
     raise typer.Exit(result.exit_code)
@@ -103,7 +97,7 @@ def _exec_message(result) -> str:
     return "command not found" if result.exit_code == 127 else result.exec_error
 
 
-def _tracer_factory(cgroup: Path | None):
+def _tracer_factory(cgroup: Path | None, buffer_mb: int):
     try:
         from capsule.runtime.tracer import Tracer
     except ImportError as err:
@@ -113,33 +107,47 @@ def _tracer_factory(cgroup: Path | None):
             f"failed to trace cgroup {cgroup}: no such directory",
             hint="pass a directory under the cgroup v2 mount",
         )
-    return lambda: Tracer(cgroup_path=str(cgroup) if cgroup else None)
+    if buffer_mb < 1 or buffer_mb & (buffer_mb - 1) or buffer_mb > 4096:
+        raise CapsuleError(
+            f"failed to size the ring buffer: --buffer-mb {buffer_mb} is not a power "
+            "of two between 1 and 4096"
+        )
+    return lambda: Tracer(
+        cgroup_path=str(cgroup) if cgroup else None, ring_size=buffer_mb << 20
+    )
 
 
 def _print_summary(summary: dict) -> None:
     err = _stderr_console()
-    areas = (
-        ", ".join(f"{area} {n}" for area, n in summary["per_area"].items()) or "none"
-    )
-    err.print(
+    areas = ", ".join(f"{a} {n}" for a, n in summary["per_area"].items()) or "none"
+    _line(
+        err,
         f"capsule: exit code {summary['exit_code']} after "
         f"{summary['duration_s']:.2f}s; {summary['events']} events ({areas})",
-        highlight=False,
-        markup=False,
     )
-    drops_style = "bold red" if summary["drops"] else ""
-    err.print(
+    _print_losses(summary, err)
+    _line(err, f"capsule: store {summary['store']}, jsonl {summary['jsonl']}")
+
+
+def _print_losses(summary: dict, err: Console) -> None:
+    """Drops and truncation, in red when events were lost, with the fix."""
+    style = "bold red" if summary["drops"] else ""
+    _line(
+        err,
         f"capsule: {summary['drops']} events dropped by the kernel, "
         f"{summary['truncated']} with truncated strings",
-        style=drops_style,
-        highlight=False,
-        markup=False,
+        style,
     )
-    err.print(
-        f"capsule: store {summary['store']}, jsonl {summary['jsonl']}",
-        highlight=False,
-        markup=False,
-    )
+    if summary["drops"]:
+        _line(
+            err,
+            "capsule: hint: a bigger ring buffer (--buffer-mb 64) or "
+            "--no-timeline loses fewer events",
+        )
+
+
+def _line(console: Console, text: str, style: str = "") -> None:
+    console.print(text, style=style, highlight=False, markup=False)
 
 
 # -- timeline -------------------------------------------------------------------------
@@ -176,6 +184,9 @@ def timeline(
     pid: list[int] = typer.Option(
         None, "--pid", "-p", help="Only this pid (repeatable)."
     ),
+    tree: bool = typer.Option(
+        False, "--tree", help="With --pid: also every descendant of those pids."
+    ),
     since: str = typer.Option(None, "--since", help="From this time after the start."),
     until: str = typer.Option(None, "--until", help="Up to this time after the start."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
@@ -193,7 +204,8 @@ def timeline(
     t0 = reader.meta().get("t0_ns", 0)
     since_ns = t0 + parse_offset(since, "--since") if since else None
     until_ns = t0 + parse_offset(until, "--until") if until else None
-    events = reader.events(areas=area, pids=pid, since_ns=since_ns, until_ns=until_ns)
+    pids = sorted(reader.descendants(pid)) if tree and pid else pid
+    events = reader.events(areas=area, pids=pids, since_ns=since_ns, until_ns=until_ns)
     if fmt == "jsonl":
         for event in events:
             sys.stdout.write(to_json(event) + "\n")

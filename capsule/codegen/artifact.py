@@ -103,8 +103,9 @@ def manifest(ir: Ir, arch: str) -> dict:
 
 
 def _section(hook: str) -> str:
-    # the path hooks sleep for bpf_d_path; the socket hooks need not
-    return f"lsm/{hook}" if hook.startswith("socket_") else f"{_SLEEPABLE}{hook}"
+    # file_open and bprm_check_security sleep for bpf_d_path; the others cannot
+    plain = hook.startswith(("socket_", "path_"))
+    return f"lsm/{hook}" if plain else f"{_SLEEPABLE}{hook}"
 
 
 def ensure_headers(include: Path) -> Path:

@@ -4,8 +4,9 @@ The kernel cannot sort matching clauses, so the sorting happens here. Every clau
 gets a rank: its position in the order of precedence keys (semantics.precedence),
 1 for the weakest. A table entry holds the verdict of the strongest clause that
 matches every path the entry stands for, and the kernel takes the highest rank of
-its lookups (the exact path, every prefix of the path that ends in '/', any object
-of the op) or, if none matched, the area default.
+its lookups (the exact path, every prefix of the path that ends in '/', the glob DFA,
+any object of the op) or, if none matched, the area default. Network clauses are a
+list sorted by rank instead (net.py).
 
 The IR's own `decide` runs those same lookups in Python, and tests compare it with
 semantics.decide on random events.
@@ -22,7 +23,7 @@ from capsule.lang import semantics
 from capsule.lang.model import DEFAULT_FALLBACK, Clause, Effect, PathGlob, Policy
 from capsule.lang.names import AREAS
 
-KEY_PATH_LEN = 252  # bytes of path in a map key: hash keys and LPM data stay <= 256
+KEY_PATH_LEN = 252  # bytes of path in a hash key (op + path = 256 bytes)
 NO_RULE = 0xFFFF
 
 # (area, op) -> the LSM hook that decides it; see docs/codegen.md for why each one
@@ -30,6 +31,13 @@ HOOKS: dict[tuple[str, str], str] = {
     ("file", "read"): "file_open",
     ("file", "write"): "file_open",
     ("file", "exec"): "file_open",
+    ("file", "delete"): "path_unlink",
+    ("file", "rmdir"): "path_rmdir",
+    ("file", "mkdir"): "path_mkdir",
+    ("file", "create"): "path_mknod",
+    ("file", "truncate"): "path_truncate",
+    ("file", "chmod"): "path_chmod",
+    ("file", "chown"): "path_chown",
     ("process", "exec"): "bprm_check_security",
     ("network", "connect"): "socket_connect",
     ("network", "bind"): "socket_bind",

@@ -160,7 +160,7 @@ class PathGlob:
     @property
     def is_literal(self) -> bool:
         """True if the glob matches exactly one path (no wildcard, `~` or tree)."""
-        if self.home or self.tree:
+        if self.home or self.tree or self.text == "/":  # "/" covers everything
             return False
         return all(t.kind in ("lit", "sep") for t in _tokenize(self.text))
 
@@ -182,7 +182,7 @@ class PathGlob:
                 literal += token.kind == "lit"
                 cost += _WILDCARD_COST.get(token.kind, 0)
         if not parts and not self.home:
-            literal = 1  # "/" itself
+            literal, cost = 1, 4  # "/" is the root and everything below it
         return 16 * literal - cost
 
     def __str__(self) -> str:

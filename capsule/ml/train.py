@@ -34,7 +34,7 @@ NGRAM = 3
 MAX_FEATURES = 3000
 MIN_DF = 3
 EVENTS_MAX_FEATURES = 2000
-EVENTS_GROUPS = ("ngrams", "resources", "task", "task_cross", "task_match")
+EVENTS_GROUPS = ("ngrams", "resources", "task_match")
 C = 1.0  # regularization; 0.3, 1 and 3 were within 0.002 AUC on validation
 
 

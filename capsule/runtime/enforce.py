@@ -30,7 +30,7 @@ from capsule.runtime.compat.coverage import Report
 from capsule.runtime.compat.plan import CompatPlan, Options, build_plan
 from capsule.runtime.compat.seccomp import Supervisor
 from capsule.runtime.compat.syscalls import Verdict, make_decider
-from capsule.runtime.session import exit_code_of, spawn_held
+from capsule.runtime.session import RunAs, exit_code_of, spawn_held
 from capsule.runtime.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class EnforceRequest:
     caps: Capabilities | None = None  # None: probe now
     report_denials: bool = True  # Landlock's refusals into the timeline (raw_tp)
     trace: bool = False  # also run the tracer: the whole timeline, more audits
+    run_as: RunAs | None = None  # --user
 
 
 def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatPlan:
@@ -170,6 +171,14 @@ def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatP
         cgroup=cgroup,
         tracer=request.trace and cgroup,
         landlock_reports=reports,
+        user=None
+        if request.run_as is None
+        else {
+            "name": request.run_as.name,
+            "uid": request.run_as.uid,
+            "gid": request.run_as.gid,
+            "home": request.run_as.home,
+        },
     )
     return build_plan(request.policy, options)
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsule.lang.names import AREAS
 from capsule.runtime import names
 
 log = logging.getLogger(__name__)
@@ -407,16 +408,23 @@ class Enricher:
         self.cgroups = cgroups or CgroupNames()
         self.devices = DeviceClasses()
         self._cgroup_cache: dict[int, dict | None] = {}
+        self._resolvers = {
+            area: getattr(self, "_resolve_" + area, _no_names) for area in AREAS
+        }
 
     def add_root(self, pid: int) -> Proc:
         return self.procs.add_root(pid)
 
     def enrich(self, event: dict) -> list[dict]:
-        """The event with its context, plus any event derived from it."""
+        """The event with its context, plus any event derived from it.
+
+        This runs for every event, so lookups are cached and the common path is flat.
+        """
         proc = self._track(event)
         event.update(proc.context())
         event["user"] = self.users(event.get("uid", 0))
-        cgroup = self._cgroup_context(event.get("cgroup_id", 0))
+        cgroup_id = event.get("cgroup_id", 0)
+        cgroup = self._cgroup_cache.get(cgroup_id) or self._cgroup_context(cgroup_id)
         if cgroup:
             event.update(cgroup)
         if event.get("error"):
@@ -424,7 +432,7 @@ class Enricher:
         if "syscall" in event:
             event["syscall_name"] = names.syscall_name(event["syscall"])
         area = event["area"]
-        getattr(self, "_resolve_" + area.replace("-", "_"), _no_names)(event, proc)
+        self._resolvers.get(area, _no_names)(event, proc)
         if area == "file" and event["op"] in PERSIST_OPS:
             derived = self._persistence(event)
             if derived:
@@ -483,9 +491,8 @@ class Enricher:
         if not event.get("path") and isinstance(event.get("fd"), int):
             self._resolve_fd(event, proc)
         elif event.get("fd", -1) >= 0 and event.get("path"):
-            proc.fds[event["fd"]] = event[
-                "path"
-            ]  # a later fd-only event needs no /proc
+            # remembered, so that a later fd-only event needs no /proc lookup
+            proc.fds[event["fd"]] = event["path"]
 
     def _resolve_network(self, event: dict, proc: Proc) -> None:
         self._resolve_address(event)

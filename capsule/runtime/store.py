@@ -112,7 +112,8 @@ class RunStore:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self.db_path = directory / DB_NAME
-            self.db_path.unlink(missing_ok=True)  # a run directory holds one run
+            for suffix in ("", "-wal", "-shm"):  # a run directory holds one run
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
             db = sqlite3.connect(
                 self.db_path, isolation_level=None, check_same_thread=False
             )
@@ -251,6 +252,23 @@ class RunReader:
             sql += " WHERE " + " AND ".join(where)
         for (data,) in self._db.execute(sql + " ORDER BY seq", args):
             yield orjson.loads(data)
+
+    def descendants(self, pids: list[int]) -> set[int]:
+        """The given pids and every process forked below them during the run."""
+        sql = (
+            "SELECT pid, data ->> '$.child_pid' FROM events "
+            "WHERE area = 'process' AND op = 'fork'"
+        )
+        children: dict[int, list[int]] = {}
+        for parent, child in self._db.execute(sql):
+            children.setdefault(parent, []).append(child)
+        found, todo = set(pids), list(pids)
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT area, count(*) FROM events GROUP BY area")

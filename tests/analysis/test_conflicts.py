@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from policies import policy, rule
 
 from capsule.analysis import conflicts, sampler
@@ -328,3 +330,75 @@ def test_unencodable_rule_is_undecided_not_silent():
         ("undecided", 2),
     ]
     assert all("cannot be encoded for z3" in d.message for d in found)
+
+
+# -- random small policies ------------------------------------------------------------
+
+_GLOBS = ["/a/**", "/a/*", "/a/b", "/a/", "/a/b*", "/a/*b", "/a/**/c", "/a*", "~/.x/**"]
+_RULES = st.tuples(
+    st.sampled_from(["allow", "deny", "audit"]),
+    st.sampled_from(["read", "write", "read,write"]),
+    st.sampled_from(_GLOBS),
+    st.sampled_from([0, 0, 1]),
+    st.sampled_from([None, "/usr/bin/*", "/usr/bin/cat", "~/bin/*"]),
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(_RULES, min_size=2, max_size=4), st.sampled_from(["allow", "deny"]))
+def test_random_policies_findings_replay(rules, default):
+    built = [
+        R(
+            n + 1,
+            effect,
+            "file",
+            ops,
+            glob,
+            priority=prio,
+            **({"exe": [exe]} if exe else {}),
+        )
+        for n, (effect, ops, glob, prio, exe) in enumerate(rules)
+    ]
+    pol = policy(*built, file=default)
+    for diag in analyze(pol):
+        assert diag.code != "undecided"
+        if diag.code != "unmatchable-rule":
+            _replay(pol, diag)
+        if diag.code in ("shadowed-rule", "redundant-rule", "equals-default"):
+            _claim_holds_on_samples(pol, diag)
+
+
+_NET_RULES = st.tuples(
+    st.sampled_from(["allow", "deny", "kill"]),
+    st.sampled_from(
+        [
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "::ffff:10.0.0.0/104",
+            "0.0.0.0/0",
+            "10.1.2.3/32",
+            "2001:db8::/32",
+            "::/0",
+        ]
+    ),
+    st.sampled_from([None, "22", "1-1023", "0-65535"]),
+    st.sampled_from([0, 0, 2]),
+    st.sampled_from([None, "secret"]),
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(_NET_RULES, min_size=2, max_size=4))
+def test_random_network_policies_findings_replay(rules):
+    built = []
+    for n, (effect, addr, port, prio, taint) in enumerate(rules):
+        obj = {"addr": addr, **({"port": port} if port else {})}
+        built.append(R(n + 1, effect, "network", "connect", obj, priority=prio,
+                       after=taint))  # fmt: skip
+    pol = policy(*built)
+    for diag in analyze(pol):
+        assert diag.code != "undecided"
+        if diag.code != "unmatchable-rule":
+            _replay(pol, diag)
+        if diag.code in ("shadowed-rule", "redundant-rule", "equals-default"):
+            _claim_holds_on_samples(pol, diag)

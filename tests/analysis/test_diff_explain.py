@@ -223,3 +223,17 @@ def test_reordered_large_policy_is_equivalent(tmp_path):
     old = _generated(tmp_path, "old.cap", lambda lines: lines)
     new = _generated(tmp_path, "new.cap", reorder)
     assert diff.diff(old, new).equivalent
+
+
+def test_changed_default_spares_operations_a_rule_covers_whole():
+    rules = [R(1, "audit", "memory", "bpf"), R(2, "deny", "memory", "wx", "/usr/**")]
+    result = diff.diff(policy(*rules), policy(*rules, memory="deny"))
+    changes = {(c.op, c.label) for a in result.areas for c in a.changes}
+    # bpf: the audit rule decides every event, whatever the default
+    assert changes == {
+        ("wx", "now denied"),
+        ("memfd", "now denied"),
+        ("fileless-exec", "now denied"),
+        ("module-load", "now denied"),
+    }
+    assert not result.undecided

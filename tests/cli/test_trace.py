@@ -12,6 +12,7 @@ import pytest
 from trace_helpers import REPO, capsule, needs_root, summary_json, trace
 
 from capsule.events.schema import FLAGS
+from capsule.runtime.store import RunReader
 
 pytestmark = [pytest.mark.bpf, needs_root]
 
@@ -114,6 +115,46 @@ class TestExitCodes:
         assert run.returncode == code
         if message:
             assert f"capsule: {message}" in run.stderr
+
+
+REUSE_PID = """
+import os, sys
+def start(argv):
+    pid = os.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    os.waitpid(pid, 0)
+    return pid
+first = start(["/bin/cat", "/etc/hostname"])
+for _ in range(50):  # other processes on the machine may take the pid first
+    with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+        last.write(str(first - 1))
+    if start(["/bin/ls", "/"]) == first:
+        print(first)
+        sys.exit(0)
+sys.exit(1)
+"""
+
+
+class TestPidReuse:
+    def test_a_reused_pid_is_two_processes(self, tmp_path):
+        run = trace(tmp_path / "run", "/usr/bin/python3", "-c", REUSE_PID)
+        if run.returncode == 1:
+            pytest.skip("SKIPPED: could not get the same pid twice on a busy machine")
+        assert run.returncode == 0, run.stderr
+        pid = int(run.stdout.split()[-1])  # after the hostname that cat printed
+        execs = run.where("process", "exec", pid=pid)
+        assert [e["argv"][0] for e in execs][:1] == ["/bin/cat"]
+        assert execs[-1]["argv"] == ["/bin/ls", "/"]
+        assert execs[0]["proc_start_ns"] < execs[-1]["proc_start_ns"]
+        reads = run.where("file", "read", pid=pid, path="/etc/hostname")
+        assert reads and reads[0]["argv"] == ["/bin/cat", "/etc/hostname"]
+        assert reads[0]["proc_start_ns"] == execs[0]["proc_start_ns"]
+        exits = run.where("process", "exit", pid=pid)
+        assert [e["proc_start_ns"] for e in exits] == [
+            execs[0]["proc_start_ns"],
+            execs[-1]["proc_start_ns"],
+        ]
 
 
 class TestUser:
@@ -233,6 +274,27 @@ class TestTimeline:
         events = [json.loads(line) for line in out.stdout.splitlines()]
         assert events and {e["pid"] for e in events} == {cat["pid"]}
 
+    def test_tree_filter(self, run):
+        root = run.exec_of("sh")
+        out = capsule(
+            "timeline",
+            str(run.directory),
+            "--pid",
+            str(root["pid"]),
+            "--tree",
+            "--area",
+            "process",
+            "--format",
+            "jsonl",
+        )
+        pids = {json.loads(line)["pid"] for line in out.stdout.splitlines()}
+        assert pids == {
+            root["pid"],
+            run.exec_of("cat")["pid"],
+            run.exec_of("ls")["pid"],
+            run.exec_of("sleep")["pid"],
+        }
+
     def test_time_filter(self, run):
         ls_exec = run.exec_of("ls")
         t0 = json.loads(
@@ -286,6 +348,44 @@ class TestTimeline:
         )
 
 
+class TestDrops:
+    """Nothing is lost silently: what the ring could not hold is counted and shown."""
+
+    def test_overflow_is_counted_everywhere(self, tmp_path):
+        target = tmp_path / "target"
+        target.write_text("x")
+        loop = (
+            f"import os\nfor _ in range(50000): os.close(os.open({str(target)!r}, "
+            "os.O_RDONLY))"
+        )
+        run = trace(
+            tmp_path / "run",
+            "/usr/bin/python3",
+            "-c",
+            loop,
+            options=["--buffer-mb", "1", "--json"],
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        summary = summary_json(run.stdout)
+        taken = [e for e in run.events if e.get("path") == str(target)]
+        assert summary["drops"] > 0
+        assert len(taken) + summary["drops"] >= 50000  # every open accounted for
+        assert RunReader(run.directory).drops() == summary["drops"]
+        assert f"capsule: {summary['drops']} events dropped by the kernel" in run.stderr
+        assert "--buffer-mb 64" in run.stderr
+        shown = capsule("timeline", str(run.directory), "--area", "process")
+        assert "lost" in shown.stderr and str(summary["drops"]) in shown.stderr
+
+    @pytest.mark.parametrize("size", ["0", "3", "8192"])
+    def test_bad_buffer_size(self, tmp_path, size):
+        run = trace(tmp_path / "run", "true", options=["--buffer-mb", size])
+        assert run.returncode == 125
+        assert run.stderr.startswith(
+            f"capsule: error: failed to size the ring buffer: --buffer-mb {size} "
+        )
+
+
 class TestDemo:
     def test_demo_touches_all_ten_areas(self, tmp_path):
         run = trace(tmp_path / "demo", str(REPO / "examples/demo/agent.sh"))
@@ -295,6 +395,10 @@ class TestDemo:
         persist = run.where("system", "persist", path="/etc/cron.d/capsule-demo")
         assert persist and persist[0]["persist"] == "cron"
         assert run.where("device", "open", device_class="tun")
+        (listen,) = run.where("network", "listen", family=2)
+        (connect,) = run.where("network", "connect", address=listen["address"])
+        assert listen["address"].startswith("127.0.0.1:")
+        assert connect["pid"] == listen["pid"]  # one python process does both ends
         signal = run.where("signal", "send", signal_name="SIGTERM")
         assert signal and signal[0]["target_comm"] == "sleep"
 

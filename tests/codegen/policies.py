@@ -30,6 +30,8 @@ def rule(
 
 
 GEN = "/run/capsule/gen"
+# the ops whose hooks walk the path (rename has no hook yet: reported)
+WALKED_OPS = {"delete", "rmdir", "mkdir", "create", "truncate", "chmod", "chown"}
 
 # the end-to-end policy the LSM VM enforces (tests/lsm/test_codegen_lsm.py)
 FILE_AND_PROCESS = Policy(
@@ -42,7 +44,7 @@ FILE_AND_PROCESS = Policy(
         rule(4, "deny", "process", {"exec"}, f"{GEN}/bin/**"),
         rule(5, "kill", "file", {"exec"}, f"{GEN}/kill-tool"),
         rule(6, "escalate", "file", {"read"}, f"{GEN}/ask/", fallback="deny"),
-        rule(7, "deny", "file", {"delete"}, "/etc/**"),  # no hook yet: reported
+        rule(7, "deny", "file", WALKED_OPS | {"rename"}, f"{GEN}/locked/**"),
         rule(8, "deny", "file", {"read"}, "~/.ssh/", f"{GEN}/*.key"),  # the DFA's job
     ),
 )

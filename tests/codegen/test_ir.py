@@ -151,14 +151,14 @@ def _assert_decides_like_semantics(policy: Policy) -> int:
 
 @pytest.mark.parametrize("name", sorted(policies.ALL))
 def test_ir_tables_decide_random_events_like_semantics(name: str) -> None:
-    assert _assert_decides_like_semantics(policies.ALL[name]) > 20
+    assert _assert_decides_like_semantics(policies.ALL[name]) > 10
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_ir_decides_random_events_of_every_example_like_semantics(path: Path) -> None:
     policy, diags = load_policy([str(path)])
     assert not [d for d in diags if d.is_error]
-    assert _assert_decides_like_semantics(policy) > 20
+    assert _assert_decides_like_semantics(policy) > 10
 
 
 def test_priority_beats_a_longer_prefix_through_prefix_inheritance() -> None:
@@ -196,10 +196,10 @@ def test_globs_without_a_hash_key_go_to_the_dfa(glob: str) -> None:
 
 def test_ops_without_a_hook_are_reported_not_dropped() -> None:
     lowered = ir.lower(policies.FILE_AND_PROCESS)
-    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:7", ("delete",))]
-    both = Policy((policies.rule(1, "deny", "file", {"read", "chmod"}, "/x"),))
+    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:7", ("rename",))]
+    both = Policy((policies.rule(1, "deny", "file", {"read", "link"}, "/x"),))
     lowered = ir.lower(both)
-    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("chmod",))]
+    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("link",))]
     assert lowered.areas["file"].decide("read", "/x").enforced is Effect.DENY
 
 
@@ -207,7 +207,7 @@ def test_a_default_deny_names_the_ops_it_cannot_enforce_yet() -> None:
     lowered = ir.lower(policies.DEFAULT_DENY)
     (item,) = lowered.unsupported
     assert (
-        item.ref == "default file" and "delete" in item.ops and "read" not in item.ops
+        item.ref == "default file" and "rename" in item.ops and "read" not in item.ops
     )
 
 
@@ -216,8 +216,15 @@ def test_only_the_hooks_the_policy_needs_are_emitted() -> None:
     assert list(ir.lower(only_exec).hooks) == ["bprm_check_security"]
     assert ir.lower(Policy(())).hooks == {}
     deny_all = Policy((), defaults={"file": Effect.DENY})
-    assert ir.lower(deny_all).hooks == {
-        "file_open": tuple(("file", op) for op in ("read", "write", "exec"))
+    hooks = ir.lower(deny_all).hooks
+    assert hooks["file_open"] == tuple(("file", op) for op in ("read", "write", "exec"))
+    assert hooks["path_unlink"] == (("file", "delete"),)
+    assert set(hooks) == {
+        "file_open",
+        *(
+            f"path_{h}"
+            for h in ("unlink", "rmdir", "mkdir", "mknod", "truncate", "chmod", "chown")
+        ),
     }
 
 

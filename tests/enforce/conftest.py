@@ -41,12 +41,13 @@ def enforce(tmp_path):
     """Run a command under a policy with the compat backend, in this process."""
     from capsule.runtime.enforce import CompatRun, EnforceRequest
 
-    def run(policy_text: str, command: list[str], **options) -> Run:
+    def run(
+        policy_text: str, command: list[str], out: Path | None = None, **options
+    ) -> Run:
         policy_path = write_policy(tmp_path, policy_text)
-        out = tmp_path / "out.txt"
-        out.write_text(
-            ""
-        )  # exists before the sandbox: a split directory denies new files
+        out = out or tmp_path / "out.txt"
+        # it exists before the sandbox: a split directory denies new files
+        out.write_text("")
         events: list[dict] = []
         seen = {}
         request = EnforceRequest(

@@ -167,3 +167,28 @@ def test_lsm_backend_refused_with_the_probe_result(tmp_path, policy):
     assert res.returncode == 125
     assert "failed to select the lsm backend: BPF LSM: load refused" in res.stderr
     assert "--backend compat" in res.stderr
+
+
+@needs_kernel
+def test_artifact_is_enforced_and_a_stale_one_refused(tmp_path, policy):
+    # a file rule too: the LSM code generator wants at least one kernel hook
+    path = policy(f"deny file read {tmp_path}/nothing/\ndeny namespace unshare\n")
+    artifact = tmp_path / "artifact"
+    built = capsule("compile", str(path), "-o", str(artifact), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    res = capsule(
+        "enforce",
+        "-o",
+        str(tmp_path / "run"),
+        str(artifact),
+        "--",
+        "unshare",
+        "-m",
+        "true",
+        cwd=tmp_path,
+    )
+    assert res.returncode != 0 and f"[DENY] {path}:2" in res.stderr
+    assert str(artifact) in res.stderr  # read-only for the agent too
+    path.write_text("deny namespace setns\n")
+    stale = capsule("enforce", str(artifact), "--", "true", cwd=tmp_path)
+    assert stale.returncode == 125 and "changed since it was compiled" in stale.stderr

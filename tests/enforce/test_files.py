@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +216,22 @@ def test_trace_observes_audit_rules_on_files(enforce, tree):
     audits = [e for e in run.events if e.get("verdict") == "audit"]
     assert audits and audits[0]["path"] == f"{tree}/pub/a"
     assert audits[0]["rule"].endswith("policy.cap:1")
+
+
+@needs_kernel
+def test_run_as_another_user_keeps_the_sandbox(enforce, tree):
+    from capsule.runtime.session import RunAs
+
+    out = Path(tempfile.mkdtemp(prefix="capsule-user-")) / "out.txt"
+    out.touch()
+    out.chmod(0o666)  # the user writes its output here
+    out.parent.chmod(0o755)
+    run = enforce(
+        "deny namespace unshare\n",
+        ["sh", "-c", "id -u; unshare -U true"],
+        out=out,
+        run_as=RunAs.lookup("nobody"),
+    )
+    shutil.rmtree(out.parent)
+    assert run.stdout.splitlines()[0] == "65534"
+    assert run.verdicts("namespace", "unshare")[0]["verdict"] == "deny"

@@ -164,3 +164,15 @@ def test_example_policies_have_no_findings(path):
     policy, diags = load_policy([str(path)])
     assert [f"{d.location}: {d.message}" for d in diags] == []
     assert policy.rules
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_policies_pass_capsule_check_with_conflict_analysis(path):
+    from capsule.cli.check import conflict_findings
+
+    policy, diags = load_policy([str(path)])
+    findings = conflict_findings(policy)
+    assert [
+        f"{d.location}: {d.message}" for d in findings if d.severity != "note"
+    ] == []

@@ -97,6 +97,21 @@ def test_invalid_globs_are_rejected_with_their_cause(bad, cause):
         PathGlob.parse(bad)
 
 
+@pytest.mark.parametrize(
+    "glob, literal",
+    [
+        ("/etc/passwd", True),
+        ("/a\\*b", True),
+        ("/", False),
+        ("/etc/", False),
+        ("/etc/*", False),
+        ("~/.ssh", False),
+    ],
+)
+def test_is_literal_means_exactly_one_path(glob, literal):
+    assert PathGlob.parse(glob).is_literal is literal
+
+
 def test_expand_home_gives_root_and_home_dirs():
     assert [g.text for g in PathGlob.parse("~/.aws/").expand_home()] == [
         "/root/.aws/",

@@ -20,6 +20,8 @@ def _make_files(scenario: dict) -> None:
     for path in scenario.get("files", []):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Path(path).write_text("data\n")
+    for path in scenario.get("dirs", []):
+        os.makedirs(path, exist_ok=True)
     for path in scenario.get("executables", []):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         shutil.copy("/bin/true", path)

@@ -45,12 +45,25 @@ def sock(op: str, target: str) -> None:
         (s.connect if op == "connect" else s.bind)((host, port))
 
 
+FILE_OPS = {
+    "delete": os.unlink,
+    "rmdir": os.rmdir,
+    "mkdir": os.mkdir,
+    "create": lambda path: os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)),
+    "truncate": lambda path: os.truncate(path, 0),
+    "chmod": lambda path: os.chmod(path, 0o600),
+    "chown": lambda path: os.chown(path, 0, 0),
+}
+
+
 def attempt(item: str) -> str:
     op, _, path = item.partition(":")
-    if op not in ("read", "write", "exec", "deep", "connect", "bind"):
+    if op not in ("read", "write", "exec", "deep", "connect", "bind", *FILE_OPS):
         op, path = "read", item
     try:
-        if op in ("connect", "bind"):
+        if op in FILE_OPS:
+            FILE_OPS[op](path)
+        elif op in ("connect", "bind"):
             sock(op, path)
         elif op == "deep":
             open_deep(path)

@@ -18,6 +18,16 @@ import policies  # noqa: E402
 pytestmark = [pytest.mark.lsm, pytest.mark.slow]
 GEN = policies.GEN
 DEEP = "/run/capsule/deep"
+# ops on existing files first, then delete; names for the ops that make something new
+WALKED_PROBES = [
+    ("truncate", "f"),
+    ("chmod", "f"),
+    ("chown", "f"),
+    ("delete", "f"),
+    ("rmdir", "sub"),
+    ("mkdir", "d"),
+    ("create", "new"),
+]
 SCENARIO = {
     "files": [
         f"{GEN}/secret",
@@ -27,8 +37,11 @@ SCENARIO = {
         f"{GEN}/ask/q",
         f"{GEN}/a.key",
         f"{GEN}/a.keys",
+        f"{GEN}/locked/f",
+        f"{GEN}/free/f",
         "/home/alice/.ssh/id",
     ],
+    "dirs": [f"{GEN}/locked/sub", f"{GEN}/free/sub"],
     "executables": [f"{GEN}/bin/tool", f"{GEN}/ok-tool", f"{GEN}/kill-tool"],
     "probes": [
         f"read:{GEN}/secret",
@@ -46,6 +59,11 @@ SCENARIO = {
         f"read:{GEN}/a.keys",
         "read:/home/alice/.ssh/id",
         f"deep:{DEEP}",
+        *[
+            f"{op}:{GEN}/{where}/{name}"
+            for where in ("locked", "free")
+            for op, name in WALKED_PROBES
+        ],
     ],
 }
 NET_EXPECTED = {
@@ -118,6 +136,9 @@ def test_generated_policy_decides_in_the_kernel_as_written(lsm_vm: vm.GuestRun) 
         f"read:{GEN}/a.keys": "ok",
         "read:/home/alice/.ssh/id": "EPERM",  # ~ is any home directory
         f"deep:{DEEP}": "EPERM",  # > PATH_MAX: read has a deny, fails closed
+        # the walked path hooks, across the /run/capsule mount
+        **{f"{op}:{GEN}/locked/{name}": "EPERM" for op, name in WALKED_PROBES},
+        **{f"{op}:{GEN}/free/{name}": "ok" for op, name in WALKED_PROBES},
     }, result.stdout + result.stderr
 
 
@@ -175,5 +196,7 @@ def test_generated_policy_reports_each_decision_as_an_event(
     assert ("write", "/etc/capsule-audit", frozenset({"AUDIT"})) in seen
     assert ("read", f"{GEN}/ask/q", frozenset({"AUDIT", "DENIED"})) in seen
     assert ("exec", f"{GEN}/bin/tool", frozenset({"DENIED"})) in seen
+    assert ("delete", f"{GEN}/locked/f", frozenset({"DENIED"})) in seen
+    assert ("mkdir", f"{GEN}/locked/d", frozenset({"DENIED"})) in seen
     truncated = [e for e in events if "TRUNCATED" in schema.flag_names(e["flags"])]
     assert truncated and "DENIED" in schema.flag_names(truncated[0]["flags"])

@@ -86,6 +86,17 @@ def test_filters(run_dir, filters, expected):
     assert [e["seq"] for e in RunReader(run_dir).events(**filters)] == expected
 
 
+def test_descendants(tmp_path):
+    store = RunStore(tmp_path)
+    for parent, child in [(10, 11), (11, 12), (10, 13), (20, 21)]:
+        store.add(event("process", "fork", 0, parent, child_pid=child))
+    store.close()
+    reader = RunReader(tmp_path)
+    assert reader.descendants([11]) == {11, 12}
+    assert reader.descendants([10]) == {10, 11, 12, 13}
+    assert reader.descendants([99]) == {99}
+
+
 def test_sql_columns_are_queryable(run_dir):
     db = sqlite3.connect(run_dir / DB_NAME)
     rows = db.execute(

@@ -280,6 +280,16 @@ class TestForgery:
         )
         assert "/tmp/[red]x[/]" in buffer.getvalue()
 
+    def test_colours_on_a_terminal(self):
+        buffer = io.StringIO()
+        console = Console(file=buffer, force_terminal=True, color_system="standard")
+        name = "/tmp/\x1b[31mred"
+        Timeline(console, t0_ns=T0).write(event("network", "connect", address=name))
+        text = buffer.getvalue()
+        assert "\x1b[34mnetwork" in text  # blue, the network colour
+        assert "\\x1b[31mred" in text and text.count("\x1b[31m") == 0
+        assert text.count("\n") == 1
+
     def test_argv_with_newline(self):
         ev = event("process", "exec", argv=["sh", "-c", "echo a\necho b"])
         assert describe(ev) == "sh -c 'echo a\\necho b'"

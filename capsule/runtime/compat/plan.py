@@ -31,6 +31,7 @@ class Options:
     cgroup: bool = True  # the cgroup sock_addr hooks can be attached
     tracer: bool = False  # audit rules are observed by the tracer
     landlock_reports: bool = True  # Landlock's denials are seen (raw_tp sys_exit)
+    user: dict | None = None  # --user: name, uid, gid, home
     abi: int | None = None  # Landlock ABI; None: ask the kernel
 
 
@@ -47,8 +48,11 @@ class CompatPlan:
     handled: FS = FS(0)  # the Landlock rights restricted
     devices: devices.DeviceTable | None = None
 
+    user: dict | None = None
+
     def child_plan(self) -> dict:
         return {
+            "user": self.user,
             "landlock": self.landlock,
             "seccomp": self.filter.to_json(),
             "protected": self.protected,
@@ -132,6 +136,7 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
         visible,
         handled,
         device_table,
+        options.user,
     )
 
 
@@ -144,12 +149,6 @@ def _abstract_unix_scope(clause) -> bool:
         and not len(clause.object)
         and rule.subject.is_any
         and rule.after is None
-    )
-
-
-def _blocks_op(policy: Policy, area: str, op: str) -> bool:
-    return any(
-        op in c.rule.ops and files.enforced(c.rule).blocks for c in policy.clauses(area)
     )
 
 

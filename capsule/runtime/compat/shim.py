@@ -78,10 +78,20 @@ def _read_only(paths: list[str]) -> None:
             subprocess.run(["mount", "-o", "remount,bind,ro", point], check=True)
 
 
+def _become(user: dict) -> None:
+    os.initgroups(user["name"], user["gid"])
+    os.setgid(user["gid"])
+    os.setuid(user["uid"])
+    os.environ.update(HOME=user["home"], USER=user["name"], LOGNAME=user["name"])
+
+
 def _apply(plan: dict, sock_fd: int) -> None:
     # mounts first: the filter would send them to a supervisor not yet listening
     if plan.get("protected"):
         _read_only(plan["protected"])
+    # then the user (--user): still root for the mounts, never root for the command
+    if plan.get("user"):
+        _become(plan["user"])
     # seccomp before Landlock: finding the notification fd reads /proc, which the
     # policy may not let the agent read
     notify_fd = None
@@ -106,7 +116,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"capsule: error: failed to enforce the policy: {err}\n")
         return _EXIT_SETUP
     try:
-        os.execvp(cmd[0], cmd)
+        os.execvp(cmd[0], cmd)  # os.environ: the --user variables included
     except FileNotFoundError:
         sys.stderr.write(f"capsule: error: failed to execute {cmd[0]}: not found\n")
         return _EXIT_NOTFOUND

@@ -56,6 +56,7 @@ struct dfa_key {
  * another task's hook on the same CPU before this one is done with it */
 struct scratch {
 	char buf[SCRATCH_PATH_LEN];
+	char build[SCRATCH_PATH_LEN]; /* a walked path, written from its end */
 	struct path_key exact;
 	struct path_key prefix; /* the path up to the '/' being probed, zero after */
 };
@@ -165,7 +166,7 @@ static __always_inline void decide_process(struct scratch *s, __u32 op, bool tru
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 22);
+	__uint(max_entries, 44);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_exact SEC(".maps");
@@ -174,7 +175,7 @@ struct {
  * bpf_d_path needs, cannot use LPM tries on 6.1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 22);
+	__uint(max_entries, 44);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_prefix SEC(".maps");
@@ -237,7 +238,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 93);
+	__uint(max_entries, 310);
 	__type(key, struct dfa_key);
 	__type(value, struct verdict);
 } file_dfa_accept SEC(".maps");
@@ -304,18 +305,103 @@ static __always_inline void decide_file(struct scratch *s, __u32 op, bool trunca
 		*out = *found;
 }
 
+/* map keys hold the first KEY_PATH_LEN - 1 bytes of s->buf: every literal and prefix
+ * of the policy is shorter, so a longer path still matches exactly */
+static __always_inline void scratch_keys(struct scratch *s)
+{
+	__builtin_memset(s->exact.path, 0, KEY_PATH_LEN);
+	bpf_probe_read_kernel_str(s->exact.path, KEY_PATH_LEN, s->buf);
+}
+
 /* resolve a path the kernel already resolved; false if it does not fit */
 static __always_inline bool scratch_path(struct scratch *s, const struct path *path)
 {
 	/* newer kernels declare f_path const; bpf_d_path only reads it */
 	long len = bpf_d_path((struct path *)path, s->buf, sizeof(s->buf));
 
-	__builtin_memset(s->exact.path, 0, KEY_PATH_LEN);
 	if (len <= 0)
 		return false;
-	/* map keys hold the first KEY_PATH_LEN - 1 bytes: every literal and prefix of
-	 * the policy is shorter, so a longer path still matches exactly */
-	bpf_probe_read_kernel_str(s->exact.path, KEY_PATH_LEN, s->buf);
+	scratch_keys(s);
+	return true;
+}
+
+/*
+ * The path hooks (path_unlink, path_mkdir, ...) are not sleepable on 6.1, so
+ * bpf_d_path is refused there: walk the dentries and mounts up to the global root,
+ * as d_path does, writing names from the end of s->build. A path deeper than
+ * WALK_DEPTH components or longer than PATH_MAX counts as truncated.
+ */
+#define WALK_DEPTH 128
+
+struct walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	__u32 pos; /* s->build[pos] is the first byte written so far */
+	int state; /* 0: walking, 1: at the root, -1: does not fit */
+};
+
+static long walk_step(__u32 i, void *ctx)
+{
+	struct walk *w = ctx;
+	struct scratch *s = scratch_get();
+	struct dentry *root, *parent;
+	struct mount *up;
+	struct qstr name;
+	__u32 len, pos;
+
+	if (!s) {
+		w->state = -1;
+		return 1;
+	}
+	root = BPF_CORE_READ(w->vfsmnt, mnt_root);
+	parent = BPF_CORE_READ(w->dentry, d_parent);
+	if (w->dentry == root || w->dentry == parent) {
+		up = BPF_CORE_READ(w->mnt, mnt_parent);
+		if (w->dentry != root || up == w->mnt) {
+			w->state = 1; /* the root of the mount tree, or a disconnected dentry */
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(w->mnt, mnt_mountpoint);
+		w->mnt = up;
+		w->vfsmnt = &up->mnt;
+		return 0;
+	}
+	name = BPF_CORE_READ(w->dentry, d_name);
+	len = name.len;
+	pos = w->pos;
+	if (len > 255 || pos < len + 2) {
+		w->state = -1;
+		return 1;
+	}
+	/* masks the verifier can follow; the checks above already hold at run time */
+	pos = (pos - len) & (SCRATCH_PATH_LEN - 1);
+	bpf_probe_read_kernel(s->build + pos, len & 255, name.name);
+	pos = (pos - 1) & (SCRATCH_PATH_LEN - 1);
+	s->build[pos] = '/';
+	w->pos = pos;
+	w->dentry = parent;
+	return 0;
+}
+
+/* the absolute path of (dentry, vfsmnt) into s->buf; false if it does not fit */
+static __always_inline bool scratch_walk(struct scratch *s, struct dentry *dentry,
+					 struct vfsmount *vfsmnt)
+{
+	struct walk w = {.dentry = dentry, .vfsmnt = vfsmnt, .pos = SCRATCH_PATH_LEN - 1};
+
+	w.mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	s->build[SCRATCH_PATH_LEN - 1] = 0;
+	bpf_loop(WALK_DEPTH, walk_step, &w, 0);
+	if (w.state != 1)
+		return false;
+	if (w.pos == SCRATCH_PATH_LEN - 1) {
+		w.pos -= 1;
+		s->build[SCRATCH_PATH_LEN - 2] = '/';
+	}
+	bpf_probe_read_kernel_str(s->buf, sizeof(s->buf),
+				  s->build + (w.pos & (SCRATCH_PATH_LEN - 1)));
+	scratch_keys(s);
 	return true;
 }
 
@@ -508,6 +594,254 @@ int BPF_PROG(file_open, struct file *file)
 		ret = check_open(file, s, truncated, 0, CK_FILE_READ);
 	if (!ret && (fmode & FMODE_WRITE))
 		ret = check_open(file, s, truncated, 1, CK_FILE_WRITE);
+	return ret;
+}
+
+/*
+ * path_unlink decides file delete: the directory as resolved (mount included) and
+ * the name being removed, before the kernel removes it.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_unlink")
+int BPF_PROG(path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, dentry, dir->mnt);
+	decide_file(s, 3, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_DELETE, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_rmdir decides file rmdir, before the directory is removed.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_rmdir")
+int BPF_PROG(path_rmdir, const struct path *dir, struct dentry *dentry)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, dentry, dir->mnt);
+	decide_file(s, 8, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_RMDIR, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_mkdir decides file mkdir: the new name in its resolved parent.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_mkdir")
+int BPF_PROG(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, dentry, dir->mnt);
+	decide_file(s, 7, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_MKDIR, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_mknod decides file create: open(O_CREAT) of a new regular file passes here
+ * (may_o_create), as does mknod.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_mknod")
+int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
+	     unsigned int dev)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, dentry, dir->mnt);
+	decide_file(s, 2, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_CREATE, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_truncate decides file truncate (truncate(2) and open with O_TRUNC).
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_truncate")
+int BPF_PROG(path_truncate, const struct path *path)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, path->dentry, path->mnt);
+	decide_file(s, 11, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_TRUNCATE, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_chmod decides file chmod on the resolved object.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_chmod")
+int BPF_PROG(path_chmod, const struct path *path, umode_t mode)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, path->dentry, path->mnt);
+	decide_file(s, 9, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_CHMOD, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * path_chown decides file chown on the resolved object.
+ * Not sleepable on 6.1, so the path is walked (scratch_walk), not bpf_d_path'd.
+ */
+SEC("lsm/path_chown")
+int BPF_PROG(path_chown, const struct path *path)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v;
+	struct ev_file *ev;
+	bool truncated;
+	__u16 flags;
+	int ret;
+
+	if (!s)
+		return 0;
+	truncated = !scratch_walk(s, path->dentry, path->mnt);
+	decide_file(s, 10, truncated, &v);
+	ret = enforce(&v, truncated, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_FILE_CHOWN, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
 	return ret;
 }
 
