@@ -6,6 +6,8 @@ Interface (kept stable; the session, enrichment and timeline writers build on it
         tracer.start()              # compile (cached), load, attach
         tracer.track_pid(pid)       # pid and every later descendant are in scope
         events = tracer.poll(100)   # list[dict], see capsule/events/schema.py
+        span = tracer.poll_raw(100) # fast path: raw records, decoded later
+        events = tracer.decode(span)
         tracer.stats()              # {"events", "drops", "missed", "decode_errors"}
     # close() detaches everything
 
@@ -14,6 +16,13 @@ process tree; track_pid() then has no effect. A tracked pid's children are added
 kernel in sched_process_fork, before they run, so nothing they do is missed; to see a
 command from its first instruction, call track_pid() while it is still blocked before
 exec (the session holds it on a pipe).
+
+Accounting: every event the kernel produced is either taken in (`events`, whether by
+poll() or poll_raw()) or counted in the kernel (`drops`: the ring was full or the
+syscall's arguments could not be stashed; `missed`: a hook was skipped because it was
+already running on that CPU). poll() decodes each record as it arrives, about 5 us per
+event; poll_raw() only copies the committed span of the ring, so taking events in keeps
+up with the kernel and decoding can happen later, in batches or not at all.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import TYPE_CHECKING, Self
 from capsule.errors import CapsuleError
 from capsule.events import schema
 from capsule.runtime import build
-from capsule.runtime.ringbuf import RingBuffer
+from capsule.runtime.ringbuf import RingBuffer, Span
 
 if TYPE_CHECKING:
     from capsule.runtime import libbpf
@@ -109,22 +118,33 @@ class Tracer:
 
     def poll(self, timeout_ms: int) -> list[dict]:
         """Decoded events available now, else those arriving within timeout_ms."""
+        return self.decode(self.poll_raw(timeout_ms))
+
+    def poll_raw(self, timeout_ms: int) -> Span:
+        """The records available now (else within timeout_ms) as one undecoded Span;
+        `decode(span)` or `schema.decode()` on each of `span.records()` reads them."""
         if self._ring is None:
             raise CapsuleError("failed to poll the tracer: it is not started")
+        span = self._ring.poll_span(timeout_ms)
+        self._events += span.count
+        return span
+
+    def decode(self, span: Span) -> list[dict]:
+        """The span's events as dicts; an undecodable record is counted and logged."""
         events = []
-        for record in self._ring.poll(timeout_ms):
+        for record in span.records():
             try:
                 events.append(schema.decode(record))
             except schema.DecodeError as exc:
                 self._decode_errors += 1
                 log.warning("dropped an undecodable event: %s", exc)
-        self._events += len(events)
         return events
 
     def stats(self) -> dict:
-        """Counters: events decoded; events lost in the kernel, either because the ring
-        was full (`drops`) or because a hook was skipped while it was already running on
-        that CPU (`missed`)."""
+        """Counters: events taken in from the ring (decoded or not); events lost in the
+        kernel, either because the ring was full (`drops`) or because a hook was skipped
+        while it was already running on that CPU (`missed`); records that did not
+        decode (`decode_errors`, a subset of `events`)."""
         drops = missed = 0
         if self._obj is not None and self._obj.loaded:
             values = self._obj.map("drops").lookup_percpu(_U32.pack(0), 8)

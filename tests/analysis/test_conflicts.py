@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policies import policy, rule
+from analysis_rules import policy, rule
 
 from capsule.analysis import conflicts, sampler
 from capsule.analysis.conflicts import Limits, analyze

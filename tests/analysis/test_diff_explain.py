@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from policies import policy, rule
+from analysis_rules import policy, rule
 
 from capsule.analysis import diff, explain
 from capsule.analysis.conflicts import Limits

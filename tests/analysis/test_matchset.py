@@ -3,7 +3,7 @@ subject and taint conditions, field presence, and witnesses that replay."""
 
 import pytest
 import z3
-from policies import rule
+from analysis_rules import rule
 
 from capsule.analysis import encode
 from capsule.analysis.matchset import SymbolicEvent

@@ -235,3 +235,12 @@ def test_run_as_another_user_keeps_the_sandbox(enforce, tree):
     shutil.rmtree(out.parent)
     assert run.stdout.splitlines()[0] == "65534"
     assert run.verdicts("namespace", "unshare")[0]["verdict"] == "deny"
+
+
+@needs_kernel
+def test_without_denial_reports_the_rule_still_holds(enforce, tree):
+    run = enforce(f"deny file read {tree}/secret/\n", ["cat", f"{tree}/secret/key"],
+                  report_denials=False)
+    assert run.exit_code != 0 and "secret/key" not in run.stdout.split(":")[-1]
+    assert not run.events
+    assert "denials are not reported" in run.coverage.lines[0].note

@@ -1,4 +1,5 @@
-"""Build model.Policy objects in tests without the parser: one call per rule."""
+"""Build model.Policy objects in the analysis tests without the parser: one call per
+rule. (Not named policies.py: tests/codegen has a module of that name.)"""
 
 from capsule.lang import names
 from capsule.lang.model import (
