@@ -239,8 +239,11 @@ def test_run_as_another_user_keeps_the_sandbox(enforce, tree):
 
 @needs_kernel
 def test_without_denial_reports_the_rule_still_holds(enforce, tree):
-    run = enforce(f"deny file read {tree}/secret/\n", ["cat", f"{tree}/secret/key"],
-                  report_denials=False)
-    assert run.exit_code != 0 and "secret/key" not in run.stdout.split(":")[-1]
+    run = enforce(
+        f"deny file read {tree}/secret/\n",
+        ["cat", f"{tree}/secret/key"],
+        report_denials=False,
+    )
+    assert run.exit_code != 0 and "Permission denied" in run.stdout
     assert not run.events
     assert "denials are not reported" in run.coverage.lines[0].note

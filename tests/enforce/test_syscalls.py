@@ -118,8 +118,9 @@ def test_signal_rule_on_the_target_executable(enforce):
     # the sleeping child is inside the sandbox, so Landlock's scope lets it be
     # signalled; the rule on its executable is what refuses
     script = "sleep 5 & pid=$!; kill -TERM $pid || echo refused; kill -9 $pid"
-    run = enforce("deny signal send signal TERM target /usr/bin/sleep\n",
-                  ["sh", "-c", script])
+    run = enforce(
+        "deny signal send signal TERM target /usr/bin/sleep\n", ["sh", "-c", script]
+    )
     assert "refused" in run.stdout
     event = run.verdicts("signal", "send")[0]
     assert event["target_exe"] == "/usr/bin/sleep" and event["sig"] == 15
