@@ -247,11 +247,29 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "overhead": results,
         "ingest": intake,
+        "targets": targets(results, intake),
         "cpus": os.cpu_count(),
         "kernel": os.uname().release,
     }
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    return 0 if all(t["met"] for t in report["targets"]) else 1
+
+
+MAX_OPENCLOSE_RATIO = 1.3
+MIN_EVENTS_PER_S = 500_000
+
+
+def targets(results: list[dict], intake: list[dict]) -> list[dict]:
+    """The issue's targets, each with the measured value and whether it was met."""
+    ratio = results[0]["ratio"]
+    full = intake[-1]  # the whole pipeline: what `capsule trace` takes in
+    return [
+        {"target": f"open/close ratio <= {MAX_OPENCLOSE_RATIO}", "measured": ratio,
+         "met": ratio <= MAX_OPENCLOSE_RATIO},
+        {"target": f"intake >= {MIN_EVENTS_PER_S} events/s, 0 unaccounted",
+         "measured": full["events_per_s"],
+         "met": full["events_per_s"] >= MIN_EVENTS_PER_S and not full["unaccounted"]},
+    ]  # fmt: skip
 
 
 def format_report(report: dict) -> str:
@@ -276,6 +294,10 @@ def format_report(report: dict) -> str:
             f"| {r['pipeline']} | {r['opens']} | {r['taken_opens']} "
             f"| {r['drops']} | {r['unaccounted']} | {r['events_per_s']:,.0f} |"
         )
+    lines.append("")
+    for t in report["targets"]:
+        verdict = "met" if t["met"] else "MISSED"
+        lines.append(f"target {t['target']}: {verdict} (measured {t['measured']:,.2f})")
     return "\n".join(lines)
 
 

@@ -87,7 +87,7 @@ def render(ir: Ir) -> str:
                 _table_view(t) for t in ir.areas.values() if isinstance(t, AreaTable)
             ],
             network=ir.areas.get("network"),
-        walk=any(hook.startswith("path_") for hook in ir.hooks),
+            walk=any(hook.startswith("path_") for hook in ir.hooks),
             hooks=[HookView(name, decides) for name, decides in ir.hooks.items()],
             op_ids=op_ids,
         )

@@ -10,6 +10,7 @@ checks, so the C and Python sides cannot disagree about offsets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import posixpath
@@ -620,6 +621,81 @@ def field_offsets(layout_name: str) -> dict[str, tuple[int, int]]:
     """{field: (offset, size)} of `struct ev_<layout_name>`, header fields included."""
     fields = HEADER + LAYOUTS[layout_name].fields
     return {f.name: (off, f.size) for f, off in layout_offsets(fields)}
+
+
+# -- batched decoding (numpy) --------------------------------------------------------
+
+_NP_FORMATS = {
+    "u8": "<u1",
+    "u16": "<u2",
+    "u32": "<u4",
+    "u64": "<u8",
+    "s32": "<i4",
+    "s64": "<i8",
+}
+
+
+def _np_format(fld: Field) -> str | tuple[str, int]:
+    if fld.ctype == "char":
+        return f"S{fld.count}"  # numpy keeps the bytes; cut at the first NUL to read
+    return (
+        _NP_FORMATS[fld.ctype]
+        if fld.count == 1
+        else (_NP_FORMATS[fld.ctype], fld.count)
+    )
+
+
+@functools.cache
+def record_dtype(layout_name: str):
+    """The numpy structured dtype of `struct ev_<layout_name>`, generated from the same
+    table as the C header and decode(): every member but padding, at its C offset."""
+    import numpy as np  # only batched decoding needs numpy
+
+    fields = [
+        (fld, off)
+        for fld, off in layout_offsets(HEADER + LAYOUTS[layout_name].fields)
+        if not fld.name.startswith("_pad")
+    ]
+    return np.dtype(
+        {
+            "names": [fld.name for fld, _ in fields],
+            "formats": [_np_format(fld) for fld, _ in fields],
+            "offsets": [off for _, off in fields],
+            "itemsize": struct_size(LAYOUTS[layout_name]),
+        }
+    )
+
+
+def columns(data: bytes, offsets, lengths) -> tuple[dict, int]:
+    """Many records at once: one structured array per layout, rows in record order.
+
+    data holds the records at `offsets` (numpy int arrays, with their `lengths`), as in
+    a ring-buffer span. Returns ({layout name: array}, records skipped because their
+    kind is unknown or they are shorter than their layout). The `kind` column keeps the
+    kind id; KINDS_BY_ID names it. A few numpy operations per layout replace one dict
+    per event, so this costs a fraction of decode() per record.
+    """
+    import numpy as np
+
+    raw = np.frombuffer(data, np.uint8)
+    if len(offsets) == 0:
+        return {}, 0
+    kinds = raw[offsets] | raw[offsets + 1].astype(np.uint16) << 8
+    out, good = {}, 0
+    for name, ids in _KIND_IDS_BY_LAYOUT.items():
+        dtype = record_dtype(name)
+        mine = np.isin(kinds, ids) & (lengths >= dtype.itemsize)
+        if not mine.any():
+            continue
+        rows = raw[offsets[mine][:, None] + np.arange(dtype.itemsize)]
+        out[name] = rows.view(dtype).reshape(-1)
+        good += len(out[name])
+    return out, len(offsets) - good
+
+
+_KIND_IDS_BY_LAYOUT = {
+    name: [kind.id for kind in KINDS if kind.layout == name] for name in LAYOUTS
+}
 
 
 def flag_names(flags: int) -> set[str]:

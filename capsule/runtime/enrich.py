@@ -478,13 +478,12 @@ class Enricher:
     def _on_exit(self, event: dict, proc: Proc) -> None:
         if event.get("tid", proc.pid) == proc.pid:
             proc.exit_ns = event["ts_ns"]
-        # exit_code is the wait status: the code in bits 8-15, or the killing signal
+        # the decoder splits the wait status; dicts made elsewhere may carry only it
         status = event.get("exit_code", 0)
-        if status & 0x7F:
-            event["exit_signal"] = names.signal_name(status & 0x7F)
-            event["exit_status"] = 128 + (status & 0x7F)
-        else:
-            event["exit_status"] = status >> 8 & 0xFF
+        event.setdefault("exit_status", status >> 8 & 0xFF)
+        signal_number = event.setdefault("exit_signal", status & 0x7F)
+        if signal_number:
+            event["exit_signal_name"] = names.signal_name(signal_number)
 
     # numbers -> names, per area
     def _resolve_file(self, event: dict, proc: Proc) -> None:

@@ -27,6 +27,9 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 LENGTH_MASK = DISCARD_BIT - 1
 HEADER_SIZE = 8
+# one span at most: the consumer position moves on (and the kernel may reuse the space)
+# after each span, so a long backlog is freed piece by piece rather than all at the end
+SPAN_MAX = 1 << 20
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -51,6 +54,20 @@ class Span:
             if not header & DISCARD_BIT:
                 yield view[off + HEADER_SIZE : off + HEADER_SIZE + length]
             off += (length + HEADER_SIZE + 7) & ~7
+
+    def offsets(self) -> tuple[list[int], list[int]]:
+        """Where each kept record starts in `data` (after its ring header), and its
+        length: what batched decoders index with."""
+        starts, lengths, off, end = [], [], 0, len(self.data)
+        data = memoryview(self.data).cast("I") if end else ()
+        while off < end:
+            header = data[off >> 2]
+            length = header & LENGTH_MASK
+            if not header & DISCARD_BIT:
+                starts.append(off + HEADER_SIZE)
+                lengths.append(length)
+            off += (length + HEADER_SIZE + 7) & ~7
+        return starts, lengths
 
 
 class RingBuffer:
@@ -96,7 +113,7 @@ class RingBuffer:
             self._cons[0] = cons
         return out
 
-    def read_span(self, max_bytes: int | None = None) -> Span:
+    def read_span(self, max_bytes: int = SPAN_MAX) -> Span:
         """The committed records available now as one `Span` (no waiting).
 
         Stops at the first record the kernel is still writing (BUSY): records are
@@ -118,8 +135,11 @@ class RingBuffer:
         if pos == cons:
             return Span(b"", 0)
         start = cons & mask  # the double mapping makes a wrapped span contiguous
-        span = Span(self._data[start : start + pos - cons].tobytes(), count - discarded,
-                    discarded)
+        span = Span(
+            self._data[start : start + pos - cons].tobytes(),
+            count - discarded,
+            discarded,
+        )
         self._cons[0] = pos  # the kernel may reuse the space from now on
         return span
 

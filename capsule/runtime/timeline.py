@@ -90,7 +90,7 @@ def _process(event: dict) -> str:
         return f"child {event.get('child_pid')}"
     if op == "exit":
         if event.get("exit_signal"):
-            return f"killed by {event['exit_signal']}"
+            return f"killed by {event.get('exit_signal_name') or event['exit_signal']}"
         return f"code {event.get('exit_status', event.get('exit_code'))}"
     return ""
 

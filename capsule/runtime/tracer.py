@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE = build.BPF_DIR / "trace.bpf.c"
-RING_SIZE = 8 << 20
+# 64 MiB holds ~760,000 small events (80 bytes) or ~100,000 opens: about half a second
+# of a storm on this 2-core host, enough to ride out the reader waiting for a CPU; at
+# 8 MiB a 2-process setsid storm lost 8-17 % to drops (docs/performance.md, "Ingest")
+RING_SIZE = 64 << 20
 # the programs attached at start; exit_* handlers are reached by tail call only
 HOOKS = (
     "handle_sys_enter",
@@ -139,6 +142,18 @@ class Tracer:
                 self._decode_errors += 1
                 log.warning("dropped an undecodable event: %s", exc)
         return events
+
+    def columns(self, span: Span) -> dict:
+        """The span's events as one numpy structured array per layout (see
+        `schema.columns`); records that do not decode are counted in decode_errors."""
+        import numpy as np
+
+        starts, lengths = span.offsets()
+        arrays, bad = schema.columns(
+            span.data, np.array(starts, np.int64), np.array(lengths, np.int64)
+        )
+        self._decode_errors += bad
+        return arrays
 
     def stats(self) -> dict:
         """Counters: events taken in from the ring (decoded or not); events lost in the

@@ -157,6 +157,15 @@ class TestPidReuse:
         ]
 
 
+def test_killed_process_exit_event(tmp_path):
+    run = trace(tmp_path / "run", "sh", "-c", "kill -KILL $$")
+    assert run.returncode == 137
+    (gone,) = run.where("process", "exit", pid=run.exec_of("sh")["pid"])
+    assert (gone["exit_signal"], gone["exit_signal_name"]) == (9, "SIGKILL")
+    shown = capsule("timeline", str(run.directory), "--area", "process").stdout
+    assert "killed by SIGKILL" in shown
+
+
 class TestUser:
     def test_command_runs_as_the_user(self, tmp_path):
         run = trace(

@@ -117,7 +117,11 @@ def test_abstract_unix_socket_outside_the_sandbox(enforce, py):
 def test_signal_rule_on_the_target_executable(enforce):
     # the sleeping child is inside the sandbox, so Landlock's scope lets it be
     # signalled; the rule on its executable is what refuses
-    script = "sleep 5 & pid=$!; kill -TERM $pid || echo refused; kill -9 $pid"
+    script = (
+        "sleep 5 & pid=$!; "  # wait until the child runs sleep, not still the shell
+        'while [ "$(readlink /proc/$pid/exe)" != /usr/bin/sleep ]; do :; done; '
+        "kill -TERM $pid || echo refused; kill -9 $pid"
+    )
     run = enforce(
         "deny signal send signal TERM target /usr/bin/sleep\n", ["sh", "-c", script]
     )

@@ -300,18 +300,26 @@ class TestProcessTable:
         assert (proc.exe, proc.argv) == ("/usr/bin/dash", ["/srv/run.sh"])
 
     @pytest.mark.parametrize(
-        "status, code, signal_name",
+        "status, code, signal_number, signal_name",
         [
-            (0, 0, None),
-            (3 << 8, 3, None),
-            (9, 137, "SIGKILL"),
-            (0x80 | 11, 139, "SIGSEGV"),
+            (0, 0, 0, None),
+            (3 << 8, 3, 0, None),
+            (9, 0, 9, "SIGKILL"),
+            (0x80 | 11, 0, 11, "SIGSEGV"),
         ],
     )
-    def test_exit_status_as_a_shell_reports_it(self, status, code, signal_name):
+    def test_exit_status(self, status, code, signal_number, signal_name):
         ev = event("process", "exit", 5, 40, exit_code=status)
         Enricher().enrich(ev)
-        assert (ev["exit_status"], ev.get("exit_signal")) == (code, signal_name)
+        assert (ev["exit_status"], ev["exit_signal"]) == (code, signal_number)
+        assert ev.get("exit_signal_name") == signal_name
+
+    def test_decoded_exit_fields_are_kept(self):
+        ev = event(
+            "process", "exit", 5, 41, exit_code=15, exit_status=0, exit_signal=15
+        )
+        Enricher().enrich(ev)
+        assert (ev["exit_signal"], ev["exit_signal_name"]) == (15, "SIGTERM")
 
     def test_snapshot_of_a_live_process(self):
         proc = enrich.snapshot_process(os.getpid())

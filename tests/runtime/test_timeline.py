@@ -109,7 +109,12 @@ class TestLines:
             (
                 "process",
                 "exit",
-                {"exit_code": 9, "exit_status": 137, "exit_signal": "SIGKILL"},
+                {
+                    "exit_code": 9,
+                    "exit_status": 0,
+                    "exit_signal": 9,
+                    "exit_signal_name": "SIGKILL",
+                },
                 "killed by SIGKILL",
             ),
             ("file", "chmod", {"path": "/tmp/x", "arg": 0o755}, "/tmp/x mode=0755"),

@@ -298,8 +298,10 @@ static long walk_step(__u32 i, void *ctx)
 {
 	struct walk *w = ctx;
 	struct scratch *s = scratch_get();
-	struct dentry *root, *parent;
-	struct mount *up;
+	/* copies: BPF_CORE_READ of w->field would relocate struct walk, a local type */
+	struct dentry *dentry = w->dentry, *root, *parent;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt, *up;
 	struct qstr name;
 	__u32 len, pos;
 
@@ -307,20 +309,20 @@ static long walk_step(__u32 i, void *ctx)
 		w->state = -1;
 		return 1;
 	}
-	root = BPF_CORE_READ(w->vfsmnt, mnt_root);
-	parent = BPF_CORE_READ(w->dentry, d_parent);
-	if (w->dentry == root || w->dentry == parent) {
-		up = BPF_CORE_READ(w->mnt, mnt_parent);
-		if (w->dentry != root || up == w->mnt) {
+	root = BPF_CORE_READ(vfsmnt, mnt_root);
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (dentry == root || dentry == parent) {
+		up = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != root || up == mnt) {
 			w->state = 1; /* the root of the mount tree, or a disconnected dentry */
 			return 1;
 		}
-		w->dentry = BPF_CORE_READ(w->mnt, mnt_mountpoint);
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = up;
 		w->vfsmnt = &up->mnt;
 		return 0;
 	}
-	name = BPF_CORE_READ(w->dentry, d_name);
+	name = BPF_CORE_READ(dentry, d_name);
 	len = name.len;
 	pos = w->pos;
 	if (len > 255 || pos < len + 2) {
