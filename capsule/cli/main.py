@@ -36,7 +36,13 @@ def _main(
 ) -> None:
     global _debug
     _debug = debug
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 or debug else logging.INFO)
+    # WARNING by default: lifecycle steps (INFO) with -v, solver and libbpf detail with -vv
+    if quiet:
+        level = logging.ERROR
+    elif verbose > 1 or debug:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="capsule: %(levelname)s: %(message)s")
 
 

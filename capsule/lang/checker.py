@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -581,7 +582,23 @@ class Checker:
                     stmt.value.length,
                 )
                 continue
+            if key == "escalate-policy":
+                # like include: a path relative to the file that names it
+                value = os.path.normpath(
+                    os.path.join(os.path.dirname(str(stmt.loc.file)), value)
+                )
             settings[key] = value
+        if settings.get("escalate-action") == "switch" and (
+            "escalate-policy" not in settings
+        ):
+            loc = first["escalate-action"]
+            self.error(
+                "missing-escalate-policy",
+                loc,
+                "escalate-action switch needs the stricter policy: "
+                'set escalate-policy = "FILE"',
+                len("escalate-action"),
+            )
         return settings
 
 

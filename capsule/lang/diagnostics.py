@@ -46,6 +46,7 @@ CODES = {
     "unknown-setting": "a setting Capsule does not know",
     "bad-setting": "a setting with a value it does not take",
     "duplicate-setting": "the same setting twice",
+    "missing-escalate-policy": "escalate-action switch without an escalate-policy",
     "missing-include": "an included file does not exist",
     "include-cycle": "files include each other in a cycle",
     "include-depth": "includes nested too deeply",

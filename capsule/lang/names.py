@@ -163,6 +163,10 @@ SETTINGS = MappingProxyType(
         "description": None,
         "mode": ("enforce", "monitor"),
         "taint-scope": ("process", "tree"),
+        # what a risky escalation verdict does to the process tree (docs/language.md)
+        "escalate-action": ("alert", "kill", "switch"),
+        "escalate-policy": None,  # the stricter policy file that `switch` moves to
+        "escalate-ambiguous": ("off", "on"),  # escalate what only a default decides
     }
 )
 

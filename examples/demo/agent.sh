@@ -81,8 +81,9 @@ fi
 step "signal: stop a helper"
 sleep 30 &
 helper=$!
-for _ in $(seq 500); do   # until the child has become `sleep`
+for _ in $(seq 1000); do   # until the child has become `sleep` (at most ~10 s)
     read -r comm < /proc/$helper/comm && [ "$comm" = sleep ] && break
+    sleep 0.01
 done
 kill -TERM $helper
 wait $helper 2>/dev/null || true

@@ -57,6 +57,10 @@ CASES = {
     "bad-priority": ("error", {"policy.cap": "deny file read /x priority 5000\n"}),
     "unknown-setting": ("warning", {"policy.cap": "set colour = blue\n"}),
     "bad-setting": ("error", {"policy.cap": "set mode = strict\n"}),
+    "missing-escalate-policy": (
+        "error",
+        {"policy.cap": "set escalate-action = switch\n"},
+    ),
     "duplicate-setting": (
         "error",
         {"policy.cap": "set mode = enforce\nset mode = monitor\n"},

@@ -716,7 +716,7 @@ int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t 
 {
 	struct scratch *s = scratch_get();
 	struct verdict v;
-	struct ev_file *ev;
+	struct ev_open *ev;
 	bool truncated;
 	__u16 flags;
 	int ret;
