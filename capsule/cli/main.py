@@ -28,7 +28,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on failure."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
