@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from capsule.runtime import build
+from capsule.runtime.ringbuf import Span
 from capsule.runtime.tracer import Tracer
 
 SOURCE = Path(__file__).with_name("ingest_producer.c")
@@ -121,7 +122,7 @@ def run_storm(
             kinds, pids = _decode_all(tracer, spool)
             decode_cpu = time.thread_time() - decode0
             columns0 = time.thread_time()
-            rows = sum(len(a) for s in spool for a in tracer.columns(s).values())
+            rows = sum(len(a) for a in tracer.columns(Span.join(spool)).values())
             columns_cpu = time.thread_time() - columns0
             stats = tracer.stats()
     finally:

@@ -123,6 +123,23 @@ def enforce(
         help="Also trace everything CMD does (the full timeline, and "
         "audit rules on operations no enforcement mechanism sees).",
     ),
+    task: str = typer.Option(
+        None,
+        "--task",
+        metavar="TEXT",
+        help="The agent's declared task, for the escalation classifier.",
+    ),
+    task_file: Path = typer.Option(
+        None, "--task-file", metavar="FILE", help="Read the declared task from FILE."
+    ),
+    models: Path = typer.Option(
+        None,
+        "--models",
+        metavar="DIR",
+        envvar="CAPSULE_MODELS",
+        help="Escalation models (adfa-syscalls and agent-events .onnx/.json) from "
+        "DIR instead of the shipped ones.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     live: bool = typer.Option(
         True,
@@ -150,6 +167,7 @@ def enforce(
     command = command[1:] if command[:1] == ["--"] else command
     if not command:
         raise CapsuleError("failed to parse the command: nothing after --", exit_code=2)
+    task_text = _task_text(task, task_file)
     resolved, files = load_policy_or_artifact(policy)
     if os.geteuid() != 0:
         raise CapsuleError(
@@ -170,6 +188,8 @@ def enforce(
         caps=caps,
         report_denials=report_denials,
         trace=trace,
+        task=task_text,
+        models=models,
         run_as=RunAs.lookup(user) if user else None,
         on_event=Timeline(err).write if live else None,
         on_coverage=lambda report: err.print(report.render(), markup=False),
@@ -182,6 +202,22 @@ def enforce(
     raise typer.Exit(result.exit_code)
 
 
+def _task_text(task: str | None, task_file: Path | None) -> str:
+    if task is not None and task_file is not None:
+        raise CapsuleError(
+            "failed to parse --task: give --task or --task-file, not both",
+            exit_code=2,
+        )
+    if task_file is None:
+        return task or ""
+    try:
+        return task_file.read_text(errors="replace").strip()
+    except OSError as err:
+        raise CapsuleError(
+            f"failed to read task file {task_file}: {err.strerror}", exit_code=2
+        ) from err
+
+
 def _print_summary(err: Console, summary: dict) -> None:
     err.print(
         f"capsule: {summary['command'][0]} exited {summary['exit_code']} after "
@@ -191,4 +227,9 @@ def _print_summary(err: Console, summary: dict) -> None:
     )
     for rule, count in summary["by_rule"].items():
         err.print(f"  {rule}: {count}", markup=False)
+    if summary["escalations"]:
+        counts = ", ".join(f"{n} {v}" for v, n in summary["escalations"].items())
+        err.print(f"  escalations: {counts}", markup=False)
+    if summary["switched_to"]:
+        err.print(f"  switched to {summary['switched_to']}", markup=False)
     err.print(f"  run: {summary['store']}", markup=False)

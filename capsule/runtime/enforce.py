@@ -24,12 +24,20 @@ from pathlib import Path
 from capsule.cli import exitcodes
 from capsule.errors import CapsuleError
 from capsule.events.schema import FLAGS
-from capsule.lang.model import Policy
+from capsule.lang.model import Effect, Policy
 from capsule.runtime.compat.cgroup import AgentCgroup, cgroup2_root
 from capsule.runtime.compat.coverage import Report
 from capsule.runtime.compat.plan import CompatPlan, Options, build_plan
 from capsule.runtime.compat.seccomp import Supervisor
 from capsule.runtime.compat.syscalls import Verdict, make_decider
+from capsule.runtime.escalation import (
+    DEFAULT_ACTION,
+    Escalator,
+    Recent,
+    escalate_rules,
+    load_classifier,
+    wants_classifier,
+)
 from capsule.runtime.session import RunAs, exit_code_of, spawn_held
 from capsule.runtime.store import RunStore
 
@@ -131,6 +139,8 @@ class EnforceResult:
     rules: Counter = field(default_factory=Counter)  # file:line -> count
     duration_s: float = 0.0
     exec_error: str | None = None
+    escalations: Counter = field(default_factory=Counter)  # risky/harmless/error
+    switched_to: str | None = None  # the stricter policy, after a `switch`
 
     def summary(self) -> dict:
         return {
@@ -142,6 +152,8 @@ class EnforceResult:
             "killed": self.verdicts["kill"],
             "audited": self.verdicts["audit"],
             "by_rule": dict(self.rules.most_common()),
+            "escalations": dict(self.escalations),
+            "switched_to": self.switched_to,
             "store": str(self.directory / "run.db"),
             "jsonl": str(self.directory / "events.jsonl"),
         }
@@ -161,11 +173,28 @@ class EnforceRequest:
     report_denials: bool = True  # Landlock's refusals into the timeline (raw_tp)
     trace: bool = False  # also run the tracer: the whole timeline, more audits
     run_as: RunAs | None = None  # --user
+    task: str = ""  # the agent's declared task, for the escalation classifier
+    models: Path | None = None  # a directory with both models; None: the shipped ones
+    workspace: str = field(default_factory=os.getcwd)  # CMD's working directory
+
+
+def switch_policy_file(policy: Policy) -> str | None:
+    """The stricter policy that a risky escalation switches to, if any."""
+    if policy.settings.get("escalate-action") != "switch":
+        return None
+    return policy.settings.get("escalate-policy")
 
 
 def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatPlan:
+    return build_plan(request.policy, _options(request, cgroup, reports))
+
+
+def _options(request: EnforceRequest, cgroup: bool, reports: bool) -> Options:
     protected = list(request.policy_files) + [str(request.directory)]
-    options = Options(
+    strict = switch_policy_file(request.policy)
+    if strict:
+        protected.append(strict)
+    return Options(
         protected=protected,
         self_protect=request.self_protect,
         cgroup=cgroup,
@@ -180,7 +209,48 @@ def plan(request: EnforceRequest, cgroup: bool, reports: bool = True) -> CompatP
             "home": request.run_as.home,
         },
     )
-    return build_plan(request.policy, options)
+
+
+def switch_plan(
+    request: EnforceRequest, compat: CompatPlan, cgroup: bool, reports: bool
+) -> CompatPlan | None:
+    """The stricter policy's plan; its seccomp needs are merged into `compat`'s filter.
+
+    The filter is loaded once, before CMD runs, so it must already send the syscalls
+    that the stricter policy decides to the supervisor.
+    """
+    from capsule.lang import load_policy
+
+    path = switch_policy_file(request.policy)
+    if path is None:
+        return None
+    strict, diagnostics = load_policy([path])
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        first = errors[0]
+        raise CapsuleError(
+            f"failed to load escalate-policy {path}: {first.location}: "
+            f"{first.message} [{first.code}]",
+            hint=f"run `capsule check {path}`",
+        )
+    strict_plan = build_plan(strict, _options(request, cgroup, reports))
+    merge_filter(compat, strict_plan)
+    return strict_plan
+
+
+def merge_filter(base: CompatPlan, extra: CompatPlan) -> None:
+    """Notify `base`'s supervisor of every syscall that `extra` needs to decide."""
+    for name, matches in extra.filter.notify.items():
+        have = base.filter.notify.get(name)
+        if have is None:
+            base.filter.notify[name] = list(matches)
+        elif have and matches:
+            have.extend(matches)
+        else:
+            base.filter.notify[name] = []  # one of them wants every call
+        base.owner.setdefault(name, extra.owner[name])
+    for name, err in extra.filter.errno.items():
+        base.filter.errno.setdefault(name, err)
 
 
 def check_require(report: Report, require: str) -> None:
@@ -209,6 +279,12 @@ class CompatRun:
         self.observer = None
         self.supervisor: Supervisor | None = None
         self.store: RunStore | None = None
+        self.escalator = None
+        self.recent = None
+        self.strict: CompatPlan | None = None  # where `switch` goes
+        self.policy = request.policy  # the policy in force (changes on `switch`)
+        self.escalating: dict[str, Effect] = {}  # rule or default:area -> fallback
+        self.triggers: list[tuple[dict, str, str]] = []  # escalations of this poll
         # the supervisor decides on its own thread; its events wait here for the main
         # thread, which alone writes the store and the timeline
         self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
@@ -230,9 +306,15 @@ class CompatRun:
         )
         self.reports = reports
         compat = plan(request, cgroup=want_cgroup, reports=reports)
+        self.strict = switch_plan(request, compat, want_cgroup, reports)
+        self.policy = compat.policy
         if request.on_coverage:
             request.on_coverage(compat.report)
         check_require(compat.report, request.require)
+        # a missing or damaged model stops the run here, before CMD exists
+        classifier = None
+        if wants_classifier(request.policy):
+            classifier = load_classifier(request.models)
 
         self.store = RunStore(request.directory)
         self.store.set_meta(
@@ -241,8 +323,11 @@ class CompatRun:
             t0_ns=time.monotonic_ns(),
             backend="compat",
             coverage=compat.report.to_json(),
+            task=request.task,
         )
         try:
+            if classifier is not None:
+                self._start_escalation(classifier)
             self._run(compat)
         finally:
             self.result.duration_s = time.monotonic() - started
@@ -289,6 +374,7 @@ class CompatRun:
         if notify_fd is not None:
             decider = make_decider(compat.policy, compat.owner, self._report_verdict)
             self.supervisor = Supervisor(notify_fd, decider)
+            self.owner = compat.owner
             self.supervisor.start()
         status = self._wait(pid)
         self.result.exit_code = exit_code_of(status)
@@ -315,6 +401,8 @@ class CompatRun:
                 self._record(event)
         while not self.pending.empty():
             self._report(self.pending.get())
+        if self.escalator is not None:
+            self._submit_escalations()
 
     def _report_verdict(self, verdict: Verdict) -> None:
         """Called on the supervisor's thread: only queue the event."""
@@ -331,6 +419,8 @@ class CompatRun:
         self._record(event)
 
     def _record(self, event: dict) -> None:
+        if self.recent is not None:
+            self._escalate(event)
         verdict = event.get("verdict")
         if verdict:
             event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(verdict, 0)
@@ -341,9 +431,109 @@ class CompatRun:
         if self.request.on_event is not None:
             self.request.on_event(event)
 
+    # -- escalations
+
+    def _start_escalation(self, classifier) -> None:
+        settings = self.request.policy.settings
+        self.escalating = _escalating(self.policy)
+        self.recent = Recent(self.request.workspace)
+        self.escalator = Escalator(
+            classifier,
+            settings.get("escalate-action", DEFAULT_ACTION),
+            self.request.task,
+            self.request.workspace,
+            deliver=self.pending.put,
+            tree=self._tree,
+            kill_tree=self._kill_tree,
+        )
+
+    def _tree(self) -> tuple[Path | None, list[int]]:
+        if self.cgroup is None:
+            return None, []
+        return self.cgroup.path, self.cgroup.pids()
+
+    def _kill_tree(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+
+    def _escalate(self, event: dict) -> None:
+        """Main thread: grow the window; queue an escalation; take in its verdict."""
+        outcome = event.get("escalation")
+        if outcome is not None:
+            self._verdict_in(event, outcome)
+            return
+        self.recent.add(event)
+        key = self._escalation_key(event)
+        if key is not None:
+            # submitted at the end of the poll: the window then also holds what the
+            # other readers saw happen before this event (the tracer lags the hooks)
+            self.triggers.append((event, key, self._fallback(event, key)))
+
+    def _submit_escalations(self) -> None:
+        for event, key, fallback in self.triggers:
+            self.escalator.submit(event, key, fallback, self.recent)
+        self.triggers.clear()
+
+    def _escalation_key(self, event: dict) -> str | None:
+        rule, area = event.get("rule"), event.get("area")
+        if rule in self.escalating:
+            return rule
+        if self.policy.settings.get("escalate-ambiguous") != "on" or not area:
+            return None
+        if rule == f"default:{area}":
+            return rule
+        if rule is None and "verdict" not in event and _undecided(self.policy, event):
+            return f"default:{area}"  # a traced event that no rule matches
+        return None
+
+    def _fallback(self, event: dict, key: str) -> str:
+        if key in self.escalating:
+            return str(self.escalating[key])
+        return str(event.get("verdict") or self.policy.default(event["area"]))
+
+    def _verdict_in(self, event: dict, outcome: dict) -> None:
+        self.escalator.done(event["rule"])
+        self.result.escalations[outcome.get("verdict", "error")] += 1
+        action = outcome.get("action")
+        if action in ("alert", "kill", "switch"):
+            log.warning(
+                "escalation of %s (%s): risky, score %.3f; action %s",
+                event["rule"],
+                f"{event['area']} {event['op']}",
+                outcome["score"],
+                action,
+            )
+        if action == "switch" and self.result.switched_to is None:
+            self._switch()
+
+    def _switch(self) -> None:
+        """Decide with the stricter policy from now on, where the backend can."""
+        strict = self.strict
+        if strict is None:
+            return
+        if self.supervisor is not None:
+            decider = make_decider(strict.policy, self.owner, self._report_verdict)
+            self.supervisor.replace_decider(decider)
+        if strict.network is not None and self.cgroup is not None and self.bpf:
+            sockguard, _ = self.bpf
+            # the new programs are attached before the old ones go: no gap
+            fresh = sockguard.SockGuard(strict.network, self.cgroup, self._report)
+            if self.net is not None:
+                self.net.poll(0)
+                self.net.close()
+            self.net = fresh
+        if self.observer is not None:
+            self.observer.policy = strict.policy
+        self.policy = strict.policy
+        self.escalating = _escalating(strict.policy)
+        self.result.switched_to = switch_policy_file(self.request.policy)
+        log.warning("switched to the stricter policy %s", self.result.switched_to)
+
     def _cleanup(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
+        if self.escalator is not None:
+            self.escalator.close()  # the last verdicts, before the cgroup goes
         self._poll(0)
         for reader in (self.net, self.denials, self.devices, self.observer):
             if reader is not None:
@@ -424,3 +614,23 @@ def _comm(pid: int | None) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def _escalating(policy: Policy) -> dict[str, Effect]:
+    """Rule (file:line) or default:<area> -> the fallback that decides at once."""
+    found = escalate_rules(policy)
+    for area, effect in policy.defaults.items():
+        if effect is Effect.ESCALATE:
+            found[f"default:{area}"] = policy.default_fallbacks.get(area, Effect.AUDIT)
+    return found
+
+
+def _undecided(policy: Policy, event: dict) -> bool:
+    """True when no rule matches the event: only the area's default decides it."""
+    from capsule.lang.semantics import decide
+    from capsule.runtime.compat.observe import policy_event
+
+    try:
+        return decide(policy, policy_event(event)).clause is None
+    except (KeyError, TypeError, ValueError):
+        return False

@@ -32,6 +32,7 @@ DEFAULT_ACTION = "alert"
 SYSCALLS_MODEL = "adfa-syscalls.onnx"
 EVENTS_MODEL = "agent-events.onnx"
 # the event keys the features read; the rest of an event stays out of the window
+_OBJECT_KEYS = ("path", "fstype", "address", "addr", "port", "proto", "family")
 _KEYS = ("area", "op", "pid", "path", "exe", "addr", "port", "sock_type", "error")
 
 
@@ -186,7 +187,9 @@ class Escalator:
             self.coalesced += 1
             return
         events, tokens, counts = recent.snapshot()
-        job = Job(dict(trigger), key, fallback, events, tokens, counts, time.monotonic_ns())
+        job = Job(
+            dict(trigger), key, fallback, events, tokens, counts, time.monotonic_ns()
+        )
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -248,6 +251,8 @@ class Escalator:
             "comm": trigger.get("comm", ""),
             "rule": job.key,
             "trigger_ts_ns": trigger.get("ts_ns"),
+            # the object, so that the timeline line names what was escalated
+            **{k: trigger[k] for k in _OBJECT_KEYS if trigger.get(k) is not None},
             "escalation": outcome,
         }
 

@@ -45,6 +45,15 @@ class Span:
     count: int
     discarded: int = 0
 
+    @classmethod
+    def join(cls, spans: list[Span]) -> Span:
+        """One span of many, in order: batched decoders pay their fixed cost once."""
+        return cls(
+            b"".join(s.data for s in spans),
+            sum(s.count for s in spans),
+            sum(s.discarded for s in spans),
+        )
+
     def records(self) -> Iterator[memoryview]:
         """Each kept record (without its ring header), oldest first."""
         view, off, end = memoryview(self.data), 0, len(self.data)
@@ -155,13 +164,13 @@ class RingBuffer:
         self.wait(timeout_ms)
         return self.read()
 
-    def poll_span(self, timeout_ms: int) -> Span:
+    def poll_span(self, timeout_ms: int, max_bytes: int = SPAN_MAX) -> Span:
         """`read_span()`, waiting up to timeout_ms when nothing is there yet."""
-        span = self.read_span()
+        span = self.read_span(max_bytes)
         if span.data or timeout_ms == 0:
             return span
         self.wait(timeout_ms)
-        return self.read_span()
+        return self.read_span(max_bytes)
 
     def close(self) -> None:
         self._epoll.close()

@@ -226,10 +226,27 @@ def _append_markers(line: Text, event: dict) -> None:
         line.append(f"[{verdict.upper()}]", style=VERDICT_STYLES.get(verdict, "bold"))
         if event.get("rule"):
             line.append(f" {escape(event['rule'])}", style="dim")
+    outcome = event.get("escalation")
+    if outcome is not None:
+        _append_escalation(line, outcome, event.get("rule"))
     if "TRUNCATED" in flag_names(event.get("flags", 0)):
         line.append(" [truncated...]", style="dim italic")
     if event.get("derived_from"):
         line.append(f" (from {event['derived_from']})", style="dim")
+
+
+def _append_escalation(line: Text, outcome: dict, rule: str | None) -> None:
+    # the classifier's verdict on an operation its rule's fallback already decided
+    if "error" in outcome:
+        text = f" [ESCALATION no verdict: {outcome['error']}]"
+    else:
+        text = (
+            f" [ESCALATION {outcome['verdict']} {outcome['score']:.3f}, "
+            f"{outcome['latency_ms']:.2f} ms, action {outcome['action']}]"
+        )
+    line.append(escape(text), style=VERDICT_STYLES.get("escalate", "bold"))
+    if rule:
+        line.append(f" {escape(rule)}", style="dim")
 
 
 class Timeline:

@@ -6,8 +6,9 @@ Interface (kept stable; the session, enrichment and timeline writers build on it
         tracer.start()              # compile (cached), load, attach
         tracer.track_pid(pid)       # pid and every later descendant are in scope
         events = tracer.poll(100)   # list[dict], see capsule/events/schema.py
-        span = tracer.poll_raw(100) # fast path: raw records, decoded later
-        events = tracer.decode(span)
+        span = tracer.poll_raw(100) # fast path: raw records (a Span), decoded later
+        events = tracer.decode(span)          # ... into dicts, as poll() gives them
+        arrays = tracer.columns(Span.join(spans))  # ... or numpy arrays per layout
         tracer.stats()              # {"events", "drops", "missed", "decode_errors"}
     # close() detaches everything
 
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Self
 from capsule.errors import CapsuleError
 from capsule.events import schema
 from capsule.runtime import build
-from capsule.runtime.ringbuf import RingBuffer, Span
+from capsule.runtime.ringbuf import SPAN_MAX, RingBuffer, Span
 
 if TYPE_CHECKING:
     from capsule.runtime import libbpf
@@ -123,12 +124,12 @@ class Tracer:
         """Decoded events available now, else those arriving within timeout_ms."""
         return self.decode(self.poll_raw(timeout_ms))
 
-    def poll_raw(self, timeout_ms: int) -> Span:
-        """The records available now (else within timeout_ms) as one undecoded Span;
-        `decode(span)` or `schema.decode()` on each of `span.records()` reads them."""
+    def poll_raw(self, timeout_ms: int, max_bytes: int = SPAN_MAX) -> Span:
+        """The records available now (else within timeout_ms) as one undecoded Span of
+        at most about max_bytes; `decode(span)` or `columns(span)` reads them."""
         if self._ring is None:
             raise CapsuleError("failed to poll the tracer: it is not started")
-        span = self._ring.poll_span(timeout_ms)
+        span = self._ring.poll_span(timeout_ms, max_bytes)
         self._events += span.count
         return span
 

@@ -32,15 +32,9 @@ def main(lsm_run: str, artifact: str, scenario_path: str) -> int:
     _make_files(scenario)
     lines = Path("/run/capsule") / f"maps-{os.getpid()}.txt"
     lines.write_text(maps.to_loader_lines(maps.read_json(Path(artifact) / "maps.json")))
-    probe = [sys.executable, str(HERE / "probe.py"), *scenario["probes"]]
-    argv = [
-        lsm_run,
-        "-m",
-        str(lines),
-        str(Path(artifact) / "policy.bpf.o"),
-        "--",
-        *probe,
-    ]
+    argv = [lsm_run, "-m", str(lines), str(Path(artifact) / "policy.bpf.o")]
+    if scenario["probes"]:  # else: load, fill and attach only
+        argv += ["--", sys.executable, str(HERE / "probe.py"), *scenario["probes"]]
     return subprocess.run(argv).returncode
 
 

@@ -10,12 +10,15 @@ from lsm_harness import HERE, guest_job, probe_results
 
 from capsule.codegen import artifact, ir
 from capsule.events import schema
+from capsule.lang import load_policy
 from capsule.runtime import vm
 
 sys.path.insert(0, str(HERE.parent / "codegen"))
 import policies  # noqa: E402
 
 pytestmark = [pytest.mark.lsm, pytest.mark.slow]
+EXAMPLES = HERE.parents[1] / "examples" / "policies"
+EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.cap"))
 GEN = policies.GEN
 DEEP = "/run/capsule/deep"
 # ops on existing files first, then delete; names for the ops that make something new
@@ -79,7 +82,7 @@ SCENARIOS = {"file_and_process": SCENARIO, "network": {"probes": list(NET_EXPECT
 
 
 def _artifact_job(name: str, workdir: Path, loader: Path) -> vm.GuestCommand:
-    built = artifact.build(policies.ALL[name], workdir / "artifact")
+    built = artifact.build(_policy(name), workdir / "artifact")
     argv = [
         sys.executable,
         str(HERE / "guest_policy.py"),
@@ -91,7 +94,15 @@ def _artifact_job(name: str, workdir: Path, loader: Path) -> vm.GuestCommand:
     return vm.GuestCommand(f"codegen_{name}", [*argv, str(scenario)], timeout=120)
 
 
-for _name in policies.ALL:
+def _policy(name: str) -> policies.Policy:
+    if name in policies.ALL:
+        return policies.ALL[name]
+    policy, diags = load_policy([str(EXAMPLES / f"{name}.cap")])
+    assert not [d for d in diags if d.is_error], diags
+    return policy
+
+
+for _name in [*policies.ALL, *EXAMPLE_NAMES]:
     guest_job(f"codegen_{_name}")(
         lambda workdir, loader, name=_name: _artifact_job(name, workdir, loader)
     )
@@ -106,13 +117,13 @@ def _events(result: vm.GuestResult) -> list[dict]:
     return [schema.decode(bytes.fromhex(raw)) for raw in lines]
 
 
-@pytest.mark.parametrize("name", sorted(policies.ALL))
+@pytest.mark.parametrize("name", sorted([*policies.ALL, *EXAMPLE_NAMES]))
 def test_verifier_loads_and_attaches_every_generated_program(
     lsm_vm: vm.GuestRun, name: str
 ) -> None:
     result = lsm_vm.results[f"codegen_{name}"]
     assert "lsm_run: loaded" in result.stdout, result.stdout + result.stderr
-    hooks = artifact.manifest(ir.lower(policies.ALL[name]), "x86_64")["hooks"]
+    hooks = artifact.manifest(ir.lower(_policy(name)), "x86_64")["hooks"]
     assert hooks
     for hook in hooks:
         assert f"lsm_run: attached {hook['name']}" in result.stdout, result.stderr

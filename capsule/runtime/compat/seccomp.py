@@ -135,6 +135,10 @@ class Supervisor:
     def start(self) -> None:
         self._thread.start()
 
+    def replace_decider(self, decide: Decider) -> None:
+        """Decide the next notifications with `decide` (one assignment: atomic)."""
+        self._decide = decide
+
     def stop(self) -> None:
         os.write(self._stop_w, b"x")
         self._thread.join(timeout=5)
