@@ -48,6 +48,7 @@ DEFAULT_REQUIRE = "best-effort"
 BACKENDS = ("auto", "lsm", "compat")
 POLL_S = 0.1
 HANDSHAKE_S = 30.0
+TRACER_LAG_S = 0.25  # how long an escalation waits for the tracer to catch up
 _VERDICT_FLAGS = {
     "deny": FLAGS["DENIED"],
     "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
@@ -284,7 +285,8 @@ class CompatRun:
         self.strict: CompatPlan | None = None  # where `switch` goes
         self.policy = request.policy  # the policy in force (changes on `switch`)
         self.escalating: dict[str, Effect] = {}  # rule or default:area -> fallback
-        self.triggers: list[tuple[dict, str, str]] = []  # escalations of this poll
+        self.triggers: list[tuple[dict, str, str]] = []  # escalations to submit
+        self.traced_ns = 0  # the newest event the tracer has delivered
         # the supervisor decides on its own thread; its events wait here for the main
         # thread, which alone writes the store and the timeline
         self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
@@ -398,6 +400,7 @@ class CompatRun:
             reader.poll(timeout_ms // len(readers))
         if self.observer is not None:
             for event in self.observer.poll(0):
+                self.traced_ns = max(self.traced_ns, event.get("ts_ns", 0))
                 self._record(event)
         while not self.pending.empty():
             self._report(self.pending.get())
@@ -470,9 +473,22 @@ class CompatRun:
             self.triggers.append((event, key, self._fallback(event, key)))
 
     def _submit_escalations(self) -> None:
-        for event, key, fallback in self.triggers:
+        """Hand over the triggers whose window is complete.
+
+        The tracer's ring buffer lags the hooks that decide: an escalation waits
+        until the tracer has delivered an event at least as recent as its trigger,
+        or for TRACER_LAG_S at most, so that the window holds what led up to it.
+        """
+        now, waiting = time.monotonic_ns(), []
+        for trigger in self.triggers:
+            event, key, fallback = trigger
+            ts = event.get("ts_ns", 0)
+            lagging = self.observer is not None and self.traced_ns < ts
+            if lagging and now - ts < TRACER_LAG_S * 1e9:
+                waiting.append(trigger)
+                continue
             self.escalator.submit(event, key, fallback, self.recent)
-        self.triggers.clear()
+        self.triggers = waiting
 
     def _escalation_key(self, event: dict) -> str | None:
         rule, area = event.get("rule"), event.get("area")

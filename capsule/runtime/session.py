@@ -13,7 +13,7 @@ import pwd
 import shutil
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ from capsule.runtime.store import RunStore
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+INTAKE_BYTES = 64 << 10  # small spans keep decoding close behind intake
+DECODE_SLICE_S = 0.005  # decode for at most this long per turn, then read again
 TRUNCATED = FLAGS["TRUNCATED"]
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 
@@ -236,10 +238,11 @@ class Session:
 
     def _pump(self, tracer, store: RunStore, pid: int) -> int:
         status = None
+        pending: deque = deque()  # spans taken in from the ring, not yet decoded
         interrupts = _InterruptCounter()
         with interrupts:
             while True:
-                self._take(tracer.poll(POLL_MS), store)
+                self._intake(tracer, store, pending)
                 if status is None:
                     done, status = os.waitpid(pid, os.WNOHANG)
                     status = status if done else None
@@ -249,16 +252,25 @@ class Session:
                     log.warning("interrupted: stopped before the process tree exited")
                     status = status if status is not None else _kill_and_wait(pid)
                     break
-        self._drain(tracer, store)
+        self._drain(tracer, store, pending)
         return status
 
-    def _drain(self, tracer, store: RunStore) -> None:
+    def _intake(self, tracer, store: RunStore, pending: deque) -> None:
+        """Empty the ring first and decode behind it: during a storm the kernel's ring
+        only drops events when this reader stops copying, not when decoding is slow."""
+        span = tracer.poll_raw(0 if pending else POLL_MS, max_bytes=INTAKE_BYTES)
+        if span.count:
+            pending.append(span)
+        deadline = time.monotonic() + DECODE_SLICE_S
+        while pending and time.monotonic() < deadline:
+            self._take(tracer.decode(pending.popleft()), store)
+
+    def _drain(self, tracer, store: RunStore, pending: deque) -> None:
         """Read until the ring buffer is empty: the tree is gone, nothing more comes."""
-        while True:
-            events = tracer.poll(10)
-            if not events:
-                break
-            self._take(events, store)
+        while (span := tracer.poll_raw(10)).count:
+            pending.append(span)
+        while pending:
+            self._take(tracer.decode(pending.popleft()), store)
 
     def _take(self, events: list[dict], store: RunStore) -> None:
         for raw in events:

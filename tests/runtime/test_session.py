@@ -15,6 +15,7 @@ import pytest
 
 from capsule.errors import CapsuleError
 from capsule.runtime.session import RunAs, Session, exit_code_of
+from capsule.runtime.ringbuf import Span
 from capsule.runtime.store import RunReader
 
 
@@ -36,7 +37,10 @@ class Recorder:
     def track_pid(self, pid):
         self.cmdline_at_track = Path(f"/proc/{pid}/cmdline").read_bytes()
 
-    def poll(self, timeout_ms):
+    def poll_raw(self, timeout_ms, max_bytes=0):
+        return Span(b"", 0)
+
+    def decode(self, span):
         return []
 
     def stats(self):
