@@ -6,7 +6,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 BUILD    := build
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool clang-format git curl tar sqlite3 \
-            qemu-system-x86 linux-image-amd64 busybox-static auditd bpftrace
+            qemu-system-x86 linux-image-amd64 busybox-static auditd bpftrace sudo
 STAMP    := $(BUILD)/.setup-stamp
 
 .PHONY: setup apt venv test demo demo-lsm bench clean vmlinux
@@ -41,8 +41,12 @@ $(BUILD)/capsule_events.h: capsule/events/schema.py | $(STAMP)
 test: setup
 	$(BIN)/pytest -q -rs
 
+# first what a harmless agent does, then a misbehaving one stopped by a policy
 demo: setup
+	@echo "== capsule trace: everything examples/demo/agent.sh does =="
 	$(BIN)/capsule trace -o $(BUILD)/demo -- examples/demo/agent.sh
+	@echo "== capsule enforce: a misbehaving agent under examples/policies/coding-agent.cap =="
+	examples/policies/enforce-demo.sh $(BUILD)/demo-enforce $(BIN)/capsule
 
 bench: setup
 	$(BIN)/python -m benchmarks

@@ -12,6 +12,11 @@ inference on one CPU thread. `classify` is the wall-clock latency the caller wai
 other processes crowd the CPUs; `inference_only` is session.run on a ready row.
 Reports p50, p99 and max in milliseconds, the window lengths and the load average.
 The exit status is 1 when a wall-clock p99 misses the 2 ms target.
+
+With --end-to-end (root, compat backend), one real `capsule enforce` run of a child
+that makes ESCALATIONS mounts against `escalate(deny) system mount`, spaced so that
+each gets its own verdict: the denied mount's latency as the child saw it, and each
+escalation's classify latency and queue-to-verdict delay.
 """
 
 from __future__ import annotations
@@ -105,12 +110,71 @@ def run(rounds: int) -> dict:
     return results
 
 
+ESCALATIONS = 20
+_MOUNTS = """\
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+for _ in range({n}):
+    start = time.perf_counter()
+    libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)
+    print((time.perf_counter() - start) * 1000, flush=True)
+    time.sleep(0.3)  # longer than the runtime's poll: no coalescing
+"""
+
+
+def run_end_to_end(n: int = ESCALATIONS) -> dict:
+    """One enforce run; the child's mount latencies and the escalation records."""
+    import tempfile
+    from pathlib import Path
+
+    from capsule.lang import load_policy
+    from capsule.runtime.enforce import CompatRun, EnforceRequest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_path = Path(tmp) / "p.cap"
+        policy_path.write_text("escalate(deny) system mount\n")
+        out = Path(tmp) / "out.txt"
+        out.write_text("")
+        events: list[dict] = []
+        code = _MOUNTS.format(n=n)
+        request = EnforceRequest(
+            policy=load_policy([str(policy_path)])[0],
+            policy_files=[str(policy_path)],
+            command=[
+                "sh",
+                "-c",
+                f'exec "$@" > {out}',
+                "sh",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            directory=Path(tmp) / "run",
+            on_event=events.append,
+            task="fix the failing unit tests",
+        )
+        CompatRun(request).run()
+        denied = [float(line) for line in out.read_text().split()]
+    outcomes = [e["escalation"] for e in events if "escalation" in e]
+    return {
+        "denied_mount": _percentiles(denied),
+        "classify": _percentiles([o["latency_ms"] for o in outcomes]),
+        "queued_to_verdict": _percentiles([o["delay_ms"] for o in outcomes]),
+        "escalations": len(outcomes),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also one real enforce run (root)"
+    )
     args = parser.parse_args(argv)
     result = run(args.rounds)
+    if args.end_to_end:
+        result["end_to_end"] = run_end_to_end()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -138,6 +202,15 @@ def _print(result: dict) -> None:
                 f"max {p['max_ms']:.3f} ms"
             )
     print(f"event_token: {result['event_token_us']:.1f} us per event, as events arrive")
+    e2e = result.get("end_to_end")
+    if e2e:
+        print(f"end to end (capsule enforce, {e2e['escalations']} escalations):")
+        for name in ("denied_mount", "classify", "queued_to_verdict"):
+            p = e2e[name]
+            print(
+                f"{name:>17}: p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  "
+                f"max {p['max_ms']:.3f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ HOOKS: dict[tuple[str, str], str] = {
     ("process", "exec"): "bprm_check_security",
     ("network", "connect"): "socket_connect",
     ("network", "bind"): "socket_bind",
+    ("network", "send"): "socket_sendmsg",
 }
 PATH_FIELD = {"file": "path", "process": "path"}  # the one field each area matches
 KERNEL_FIELDS = {"file": {"path"}, "process": {"path"}, "network": net.FIELDS}

@@ -10,9 +10,11 @@ timeline until the process tree has exited.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import time
@@ -287,6 +289,7 @@ class CompatRun:
         self.escalating: dict[str, Effect] = {}  # rule or default:area -> fallback
         self.triggers: list[tuple[dict, str, str]] = []  # escalations to submit
         self.traced_ns = 0  # the newest event the tracer has delivered
+        self.root_pid: int | None = None
         # the supervisor decides on its own thread; its events wait here for the main
         # thread, which alone writes the store and the timeline
         self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
@@ -362,6 +365,7 @@ class CompatRun:
         os.set_inheritable(child_sock.fileno(), True)
         argv = _shim_argv(plan_fd, child_sock.fileno(), self.request.command)
         pid, go_w, err_r = spawn_held(argv, None)
+        self.root_pid = pid
         os.close(plan_fd)
         child_sock.close()
         try:
@@ -458,6 +462,11 @@ class CompatRun:
     def _kill_tree(self) -> None:
         if self.cgroup is not None:
             self.cgroup.kill_all()
+            return
+        # no agent cgroup (no cgroup v2 or no BPF here): only CMD itself is known
+        log.warning("no agent cgroup: killing CMD only, not its children")
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(self.root_pid, signal.SIGKILL)
 
     def _escalate(self, event: dict) -> None:
         """Main thread: grow the window; queue an escalation; take in its verdict."""
@@ -472,7 +481,7 @@ class CompatRun:
             # other readers saw happen before this event (the tracer lags the hooks)
             self.triggers.append((event, key, self._fallback(event, key)))
 
-    def _submit_escalations(self) -> None:
+    def _submit_escalations(self, force: bool = False) -> None:
         """Hand over the triggers whose window is complete.
 
         The tracer's ring buffer lags the hooks that decide: an escalation waits
@@ -484,7 +493,7 @@ class CompatRun:
             event, key, fallback = trigger
             ts = event.get("ts_ns", 0)
             lagging = self.observer is not None and self.traced_ns < ts
-            if lagging and now - ts < TRACER_LAG_S * 1e9:
+            if lagging and not force and now - ts < TRACER_LAG_S * 1e9:
                 waiting.append(trigger)
                 continue
             self.escalator.submit(event, key, fallback, self.recent)
@@ -549,7 +558,10 @@ class CompatRun:
         if self.supervisor is not None:
             self.supervisor.stop()
         if self.escalator is not None:
-            self.escalator.close()  # the last verdicts, before the cgroup goes
+            # the last triggers and verdicts, before the cgroup goes
+            self._poll(0)
+            self._submit_escalations(force=True)
+            self.escalator.close()
         self._poll(0)
         for reader in (self.net, self.denials, self.devices, self.observer):
             if reader is not None:

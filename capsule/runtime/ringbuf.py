@@ -82,7 +82,7 @@ class Span:
 class RingBuffer:
     """Reads records from one BPF_MAP_TYPE_RINGBUF map given its fd and size."""
 
-    def __init__(self, map_fd: int, size: int):
+    def __init__(self, map_fd: int, size: int, edge_triggered: bool = False):
         if size <= 0 or size & (size - 1):
             raise ValueError(f"ring buffer size {size} is not a power of two")
         page = mmap.PAGESIZE
@@ -99,7 +99,11 @@ class RingBuffer:
         self._cons = memoryview(self._consumer).cast("Q")
         self._prod = memoryview(self._producer)[:8].cast("Q")
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        # edge-triggered, wait() returns when the kernel wakes the reader (or at the
+        # timeout), not whenever something is unread: for producers that only wake
+        # the reader once a batch has built up (BPF_RB_NO_WAKEUP)
+        events = select.EPOLLIN | (select.EPOLLET if edge_triggered else 0)
+        self._epoll.register(map_fd, events)
 
     def available(self) -> int:
         """Bytes written by the kernel and not read yet."""
@@ -153,7 +157,8 @@ class RingBuffer:
         return span
 
     def wait(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms (-1: forever) for the kernel to signal new data."""
+        """Wait up to timeout_ms (-1: forever) for the kernel to signal new data.
+        Level-triggered (the default), unread data counts as a signal."""
         self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
 
     def poll(self, timeout_ms: int) -> list[bytes]:

@@ -26,7 +26,9 @@ from capsule.runtime.store import RunStore
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 100
+# the reader is woken when the tracer's ring holds WAKEUP_BYTES, else at this tick: the
+# tick bounds how late a quiet event shows up in the live timeline
+POLL_MS = 50
 INTAKE_BYTES = 64 << 10  # small spans keep decoding close behind intake
 DECODE_SLICE_S = 0.005  # decode for at most this long per turn, then read again
 TRUNCATED = FLAGS["TRUNCATED"]
@@ -258,7 +260,9 @@ class Session:
     def _intake(self, tracer, store: RunStore, pending: deque) -> None:
         """Empty the ring first and decode behind it: during a storm the kernel's ring
         only drops events when this reader stops copying, not when decoding is slow."""
-        span = tracer.poll_raw(0 if pending else POLL_MS, max_bytes=INTAKE_BYTES)
+        if not pending and tracer.unread() < tracer.wakeup_bytes:
+            tracer.wait(POLL_MS)  # take a batch, not each event as it comes
+        span = tracer.poll_raw(0, max_bytes=INTAKE_BYTES)
         if span.count:
             pending.append(span)
         deadline = time.monotonic() + DECODE_SLICE_S

@@ -49,6 +49,10 @@ SOURCE = build.BPF_DIR / "trace.bpf.c"
 # of a storm on this 2-core host, enough to ride out the reader waiting for a CPU; at
 # 8 MiB a 2-process setsid storm lost 8-17 % to drops (docs/performance.md, "Ingest")
 RING_SIZE = 64 << 20
+# the reader is woken once this much is unread, else it finds records on its next poll
+# timeout: a wakeup per record cost more than the BPF programs themselves in an
+# open/close storm (docs/performance.md, "`capsule trace`, end to end")
+WAKEUP_BYTES = 256 << 10
 # the programs attached at start; exit_* handlers are reached by tail call only
 HOOKS = (
     "handle_sys_enter",
@@ -66,10 +70,14 @@ class Tracer:
     """Observe one process tree (or one cgroup) through the ring buffer."""
 
     def __init__(
-        self, cgroup_path: str | Path | None = None, ring_size: int = RING_SIZE
+        self,
+        cgroup_path: str | Path | None = None,
+        ring_size: int = RING_SIZE,
+        wakeup_bytes: int = WAKEUP_BYTES,
     ):
         self.cgroup_path = Path(cgroup_path) if cgroup_path else None
         self.ring_size = ring_size
+        self.wakeup_bytes = min(wakeup_bytes, ring_size // 8)  # a small ring fills fast
         self._obj: libbpf.BpfObject | None = None
         self._links: list[libbpf.Link] = []
         self._ring: RingBuffer | None = None
@@ -92,6 +100,7 @@ class Tracer:
         self._obj = obj = libbpf.BpfObject(obj_path)
         obj.set_rodata("targ_cgroup", b"\x01" if self.cgroup_path else b"\x00")
         obj.set_rodata("targ_self", _U32.pack(os.getpid()))
+        obj.set_rodata("targ_wakeup_bytes", _U32.pack(self.wakeup_bytes))
         obj.map("events").set_max_entries(self.ring_size)
         obj.load()
 
@@ -99,7 +108,9 @@ class Tracer:
             self._set_scope_cgroup(obj)
         for name in HOOKS:
             self._links.append(obj.program(name).attach())
-        self._ring = RingBuffer(obj.map("events").fd, self.ring_size)
+        self._ring = RingBuffer(
+            obj.map("events").fd, self.ring_size, edge_triggered=self.wakeup_bytes > 0
+        )
         log.info(
             "tracer attached %d hooks (%s)",
             len(self._links),
@@ -127,11 +138,23 @@ class Tracer:
     def poll_raw(self, timeout_ms: int, max_bytes: int = SPAN_MAX) -> Span:
         """The records available now (else within timeout_ms) as one undecoded Span of
         at most about max_bytes; `decode(span)` or `columns(span)` reads them."""
-        if self._ring is None:
-            raise CapsuleError("failed to poll the tracer: it is not started")
-        span = self._ring.poll_span(timeout_ms, max_bytes)
+        span = self._require_ring().poll_span(timeout_ms, max_bytes)
         self._events += span.count
         return span
+
+    def unread(self) -> int:
+        """Bytes in the ring not taken in yet (records still being written count)."""
+        return self._require_ring().available()
+
+    def wait(self, timeout_ms: int) -> None:
+        """Sleep until the kernel wakes the reader (wakeup_bytes unread, or with
+        wakeup_bytes 0 any new record) or timeout_ms has passed."""
+        self._require_ring().wait(timeout_ms)
+
+    def _require_ring(self) -> RingBuffer:
+        if self._ring is None:
+            raise CapsuleError("failed to poll the tracer: it is not started")
+        return self._ring
 
     def decode(self, span: Span) -> list[dict]:
         """The span's events as dicts; an undecodable record is counted and logged."""

@@ -110,7 +110,8 @@ NETWORK = Policy(
         net_rule(2, "deny", {"connect"}, addr="127.0.0.2/32"),
         net_rule(3, "allow", {"connect"}, addr="::1/128"),
         net_rule(4, "deny", {"bind"}, port="0-1023", priority=2),
-        net_rule(5, "audit", {"connect", "bind"}, protocol="udp"),
+        net_rule(5, "audit", {"connect", "bind", "send"}, protocol="udp"),
+        net_rule(6, "deny", {"send"}, addr="127.0.0.3/32"),
     ),
     defaults={"network": Effect.DENY},
 )

@@ -25,7 +25,10 @@ def test_compile_writes_the_artifact_and_says_what_it_left_out(tmp_path: Path) -
     names = {"policy.bpf.c", "policy.bpf.o", "maps.json", "manifest.json"}
     assert names <= {p.name for p in tmp_path.iterdir()}
     assert "hooks: file_open, path_unlink," in done.stderr
-    assert "bprm_check_security, socket_connect, socket_bind)" in done.stderr
+    assert (
+        "bprm_check_security, socket_connect, socket_bind, socket_sendmsg)"
+        in done.stderr
+    )
     assert (
         "not enforced in the kernel, decided in user space only: creds" in done.stderr
     )

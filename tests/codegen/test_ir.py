@@ -106,7 +106,10 @@ def _net_events(policy: Policy, count: int) -> list[tuple[Event, tuple]]:
     addrs = [a.ipv4_mapped or a if a.version == 6 else a for a in addrs]
     events = []
     for _ in range(count):
-        op, proto = rng.choice(["connect", "bind"]), rng.choice(["tcp", "udp", "raw"])
+        op, proto = (
+            rng.choice(["connect", "bind", "send"]),
+            rng.choice(["tcp", "udp", "raw"]),
+        )
         port = rng.choice(ports + [0, 53, 443, 8080, 65535]) + rng.choice([-1, 0, 0, 1])
         port, addr = min(max(port, 0), 65535), rng.choice(addrs)
         fields = {"addr": str(addr), "port": port, "protocol": proto}

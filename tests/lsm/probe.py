@@ -32,7 +32,7 @@ def _mkdir(name: str, fd: int) -> None:
 
 
 def sock(op: str, target: str) -> None:
-    """connect or bind to HOST:PORT[:udp] (IPv6 hosts in brackets)."""
+    """connect, bind or send to HOST:PORT[:udp] (IPv6 hosts in brackets)."""
     host, _, rest = (
         target.rpartition("]") if target.startswith("[") else ("", "", target)
     )
@@ -42,7 +42,10 @@ def sock(op: str, target: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
         s.settimeout(2)
-        (s.connect if op == "connect" else s.bind)((host, port))
+        if op == "send":
+            s.sendto(b"x", (host, port))
+        else:
+            (s.connect if op == "connect" else s.bind)((host, port))
 
 
 FILE_OPS = {
@@ -58,12 +61,21 @@ FILE_OPS = {
 
 def attempt(item: str) -> str:
     op, _, path = item.partition(":")
-    if op not in ("read", "write", "exec", "deep", "connect", "bind", *FILE_OPS):
+    if op not in (
+        "read",
+        "write",
+        "exec",
+        "deep",
+        "connect",
+        "bind",
+        "send",
+        *FILE_OPS,
+    ):
         op, path = "read", item
     try:
         if op in FILE_OPS:
             FILE_OPS[op](path)
-        elif op in ("connect", "bind"):
+        elif op in ("connect", "bind", "send"):
             sock(op, path)
         elif op == "deep":
             open_deep(path)

@@ -77,6 +77,8 @@ NET_EXPECTED = {
     "bind:127.0.0.1:80": "EPERM",  # priority 2 deny of low ports
     "bind:127.0.0.1:5000:udp": "ok",  # audit
     "bind:127.0.0.1:5000": "EPERM",  # tcp: default deny
+    "send:127.0.0.1:9:udp": "ok",  # audit
+    "send:127.0.0.3:9:udp": "EPERM",  # the /32 send deny beats the udp audit
 }
 SCENARIOS = {"file_and_process": SCENARIO, "network": {"probes": list(NET_EXPECTED)}}
 
@@ -189,6 +191,7 @@ def test_generated_network_policy_decides_in_the_kernel_as_written(
     }
     assert ("connect", "127.0.0.2", 1500) in denied
     assert ("bind", "127.0.0.1", 80) in denied
+    assert ("send", "127.0.0.3", 9) in denied
 
 
 def test_generated_policy_reports_each_decision_as_an_event(

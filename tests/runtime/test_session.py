@@ -37,6 +37,14 @@ class Recorder:
     def track_pid(self, pid):
         self.cmdline_at_track = Path(f"/proc/{pid}/cmdline").read_bytes()
 
+    wakeup_bytes = 0
+
+    def unread(self):
+        return 0
+
+    def wait(self, timeout_ms):
+        pass
+
     def poll_raw(self, timeout_ms, max_bytes=0):
         return Span(b"", 0)
 

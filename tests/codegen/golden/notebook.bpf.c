@@ -841,4 +841,42 @@ int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int add
 	return ret;
 }
 
+/*
+ * socket_sendmsg decides network send with an address (sendto, sendmsg with
+ * msg_name), as the tracer's send event does; a send on a connected socket names no
+ * address and was decided at connect.
+ */
+SEC("lsm/socket_sendmsg")
+int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
+{
+	struct net_probe probe = {.op = 4};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sockaddr(BPF_CORE_READ(msg, msg_name), BPF_CORE_READ(msg, msg_namelen), &probe))
+		return 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_SEND, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
 char LICENSE[] SEC("license") = "GPL";
