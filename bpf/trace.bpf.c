@@ -57,6 +57,8 @@ struct stash {
 	u64 args[6];
 	u32 nr;
 	u32 euid;
+	u32 live; /* 0 once sys_exit has taken it */
+	u32 _pad;
 };
 
 struct {
@@ -78,10 +80,16 @@ struct {
 	__type(value, u32);
 } scope_cgroup SEC(".maps");
 
+/*
+ * Per thread, in task local storage rather than a hash keyed by tid: sys_exit runs for
+ * every syscall of every process and looks here first, and a task's own storage pointer
+ * is cheaper to follow than a hashed lookup; an entry is marked taken instead of
+ * deleted, and goes away with its task.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct stash);
 } stash SEC(".maps");
 
@@ -236,16 +244,23 @@ static __always_inline void fd_path(struct capsule_hdr *h, char *dir, long fd)
 		h->flags |= CAPSULE_F_TRUNCATED;
 }
 
+/* the current thread's syscall stashed at sys_enter, or NULL */
+static __always_inline struct stash *pending_stash(void)
+{
+	struct stash *s = bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0, 0);
+
+	return s && s->live ? s : NULL;
+}
+
 static __always_inline int take_stash(struct stash *s)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct stash *p = bpf_map_lookup_elem(&stash, &tid);
+	struct stash *p = pending_stash();
 
 	if (!p)
 		return -1;
 
 	*s = *p;
-	bpf_map_delete_elem(&stash, &tid);
+	p->live = 0;
 	return 0;
 }
 
@@ -253,8 +268,7 @@ static __always_inline int take_stash(struct stash *s)
 
 static __always_inline u64 clone_flags_of_current(void)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct stash *s = bpf_map_lookup_elem(&stash, &tid);
+	struct stash *s = pending_stash();
 	u64 flags = 0;
 
 	if (!s)
@@ -330,12 +344,12 @@ static __always_inline void exec_extra_events(struct ev_exec *ev, bool fileless,
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid(), euid;
 	const char *filename, *interp;
 	struct ev_exec *ev;
 	struct stash *s;
 	struct file *file;
 	u64 len;
+	u32 euid;
 	bool setid;
 
 	if (!in_scope())
@@ -346,7 +360,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	interp = BPF_CORE_READ(bprm, interp);
 	len = BPF_CORE_READ(p, mm, arg_end) - BPF_CORE_READ(p, mm, arg_start);
 	euid = BPF_CORE_READ(p, cred, euid.val);
-	s = bpf_map_lookup_elem(&stash, &tid);
+	s = pending_stash();
 	setid = BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec);
 	ev = reserve(sizeof(*ev), CK_PROC_EXEC);
 	if (!ev)
@@ -391,12 +405,11 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 {
-	u32 tgid = BPF_CORE_READ(task, tgid), tid = BPF_CORE_READ(task, pid);
+	u32 tgid = BPF_CORE_READ(task, tgid);
 	struct ev_exit *ev;
 
-	/* a thread that dies inside a syscall (blocked in accept, killed) never reaches
-	 * sys_exit: forget its arguments here so that `stash` cannot fill up */
-	bpf_map_delete_elem(&stash, &tid);
+	/* a thread that dies inside a syscall never reaches sys_exit; its stash goes
+	 * with its task storage */
 	if (!group_dead || !in_scope())
 		return 0;
 
@@ -469,8 +482,7 @@ int handle_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct pt_regs *regs = (void *)ctx->args[0];
 	struct task_struct *task;
 	long nr = ctx->args[1];
-	struct stash s = {};
-	u32 tid;
+	struct stash *s;
 
 	if (!traced_syscall(nr) || !in_scope())
 		return 0;
@@ -479,18 +491,25 @@ int handle_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT)
 		return 0;
 
-	/* x86-64 syscall arguments: rdi, rsi, rdx, r10, r8, r9 */
-	s.nr = nr;
-	s.euid = BPF_CORE_READ(task, cred, euid.val);
-	s.args[0] = BPF_CORE_READ(regs, di);
-	s.args[1] = BPF_CORE_READ(regs, si);
-	s.args[2] = BPF_CORE_READ(regs, dx);
-	s.args[3] = BPF_CORE_READ(regs, r10);
-	s.args[4] = BPF_CORE_READ(regs, r8);
-	s.args[5] = BPF_CORE_READ(regs, r9);
-	tid = (u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&stash, &tid, &s, BPF_ANY))
+	s = bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
 		count_drop(); /* the event this syscall would have made is lost: say so */
+		return 0;
+	}
+	if (s->live)
+		count_drop(); /* the last one's sys_exit never took it: that event is lost */
+
+	/* x86-64 syscall arguments: rdi, rsi, rdx, r10, r8, r9 */
+	s->nr = nr;
+	s->euid = BPF_CORE_READ(task, cred, euid.val);
+	s->args[0] = BPF_CORE_READ(regs, di);
+	s->args[1] = BPF_CORE_READ(regs, si);
+	s->args[2] = BPF_CORE_READ(regs, dx);
+	s->args[3] = BPF_CORE_READ(regs, r10);
+	s->args[4] = BPF_CORE_READ(regs, r8);
+	s->args[5] = BPF_CORE_READ(regs, r9);
+	s->live = 1;
 	return 0;
 }
 
@@ -562,15 +581,14 @@ struct {
 SEC("raw_tp/sys_exit")
 int handle_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct stash *s = bpf_map_lookup_elem(&stash, &tid);
+	struct stash *s = pending_stash();
 
 	if (!s)
 		return 0;
 
 	bpf_tail_call(ctx, &exit_progs, s->nr);
 	/* no handler (clone, execve): the entry only fed the fork/exec hooks */
-	bpf_map_delete_elem(&stash, &tid);
+	s->live = 0;
 	return 0;
 }
 

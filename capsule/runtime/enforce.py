@@ -562,6 +562,9 @@ class CompatRun:
             self._poll(0)
             self._submit_escalations(force=True)
             self.escalator.close()
+            for name in ("coalesced", "dropped"):
+                if getattr(self.escalator, name):
+                    self.result.escalations[name] = getattr(self.escalator, name)
         self._poll(0)
         for reader in (self.net, self.denials, self.devices, self.observer):
             if reader is not None:

@@ -172,6 +172,7 @@ class Escalator:
         self.pending: set[str] = set()  # keys with a job queued (main thread only)
         self.coalesced = 0
         self.dropped = 0
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, name="capsule-escalation", daemon=True
         )
@@ -180,9 +181,12 @@ class Escalator:
     def submit(self, trigger: dict, key: str, fallback: str, recent: Recent) -> None:
         """Queue one escalation (main thread); never blocks.
 
-        While a job for the same rule waits, later events of that rule only grow the
-        window that the waiting job has not yet seen: they are counted, not queued.
+        While a job for the same rule waits, later events of that rule are counted,
+        not queued: they stay in the window, and the rule's next escalation after
+        the verdict sees them.
         """
+        if self._closed:
+            return  # the run is over: events after the tree exited are not judged
         if key in self.pending:
             self.coalesced += 1
             return
@@ -203,7 +207,12 @@ class Escalator:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Finish the queued jobs, then stop the thread."""
-        self.jobs.put(None)
+        self._closed = True
+        try:
+            self.jobs.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning("escalation queue still full at exit: stopping without it")
+            return
         self._thread.join(timeout_s)
 
     def _run(self) -> None:

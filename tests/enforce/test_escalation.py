@@ -199,3 +199,26 @@ def test_task_file_is_read(tmp_path):
     finally:
         reader.close()
     assert '"escalations": {' in done.stdout
+
+
+SEND = (
+    "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "try:\n s.sendto(b'x', ('127.0.0.1', {port}))\n print('sent')\n"
+    "except OSError as e:\n print('errno', e.errno)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "policy,expected,rule",
+    [
+        ("escalate(allow) network send port 9997\n", "sent", "policy.cap:1"),
+        ("default network escalate(deny)\n", "errno 1", "default:network"),
+    ],
+)
+def test_network_escalations_reach_the_classifier(enforce, py, policy, expected, rule):
+    run = enforce(policy, [py, "-c", SEND.format(port=9997)], task=TASK)
+
+    assert expected in run.stdout, run.stdout
+    [first, *_] = escalations(run)
+    assert first["rule"].endswith(rule)
+    assert first["escalation"]["verdict"] in ("risky", "harmless")

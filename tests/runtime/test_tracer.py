@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -589,6 +590,39 @@ def test_small_ring_wraps_without_corrupting_records():
     assert all(e["ret"] >= 0 and e["pid"] == opens[0]["pid"] for e in opens)
     lost = stats["drops"] + stats["missed"]
     assert len(opens) + lost >= 3000, (len(opens), stats)
+
+
+def _opens_in_child(tracer, count: int) -> None:
+    """A tracked child opens /etc/hostname count times and exits; reaped on return."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(ready_r, 1)
+        for _ in range(count):
+            os.close(os.open("/etc/hostname", os.O_RDONLY))
+        os._exit(0)
+    tracer.track_pid(pid)
+    os.write(ready_w, b"x")
+    os.waitpid(pid, 0)
+
+
+def test_reader_is_woken_by_a_batch_not_by_each_record():
+    require_root()
+    from capsule.runtime.tracer import Tracer
+
+    with Tracer(ring_size=1 << 20) as t:  # wakes the reader at 128 KiB unread
+        t.start()
+        assert t.wakeup_bytes == 128 << 10
+        _opens_in_child(t, 1)
+        started = time.monotonic()
+        t.wait(400)  # one open is below the mark: nothing wakes the reader
+        assert time.monotonic() - started >= 0.35 and t.unread() > 0
+        assert of_kind(t.poll(0), "file_read", path="/etc/hostname")
+
+        _opens_in_child(t, 400)  # 400 records of 640 bytes cross the mark
+        started = time.monotonic()
+        t.wait(10_000)
+        assert time.monotonic() - started < 5 and t.unread() >= t.wakeup_bytes
 
 
 @pytest.mark.parametrize("path", ["/tmp", "/sys/fs/cgroup/unified/no-such-group"])

@@ -13,7 +13,15 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from capsule.lang.model import Cidr, Clause, Name, Policy, PortRange
+from capsule.lang.model import (
+    DEFAULT_FALLBACK,
+    Cidr,
+    Clause,
+    Effect,
+    Name,
+    Policy,
+    PortRange,
+)
 from capsule.lang.semantics import precedence
 from capsule.runtime.compat.files import enforced
 
@@ -106,7 +114,7 @@ def build_table(policy: Policy) -> Table:
             entries[Entry(op, protocol, port, network)] = (
                 ranks[precedence(winner)],
                 rules.index(winner.rule.ref),
-                str(enforced(winner.rule)),
+                str(_hook_effect(winner.rule.effect, enforced(winner.rule))),
             )
     if len(entries) > MAX_ENTRIES:
         from capsule.errors import CapsuleError
@@ -116,5 +124,15 @@ def build_table(policy: Policy) -> Table:
             f"more than the {MAX_ENTRIES} the hooks hold",
             hint="use fewer ports or port ranges in network rules",
         )
-    default = str(policy.default("network"))
-    return Table(entries, rules, default)
+    default = policy.default("network")
+    fallback = policy.default_fallbacks.get("network", DEFAULT_FALLBACK)
+    now = fallback if default is Effect.ESCALATE else default
+    return Table(entries, rules, str(_hook_effect(default, now)))
+
+
+def _hook_effect(effect: Effect, now: Effect) -> Effect:
+    """What the hook applies: an escalation allowed now is still reported (as an
+    audit), so that the runtime can hand it to the classifier."""
+    if effect is Effect.ESCALATE and now is Effect.ALLOW:
+        return Effect.AUDIT
+    return now
