@@ -40,45 +40,68 @@ static __always_inline char *scratch_buf(void)
 struct path_walk {
 	struct dentry *dentry, *root;
 	struct vfsmount *vfsmnt, *root_mnt;
+	struct dentry *mnt_root; /* vfsmnt's, read once per mount rather than per step */
 	u32 pos; /* the path so far starts at scratch[pos] */
 	u32 done;
 };
+
+/* struct dentry's d_parent and d_name (a struct qstr: hash, len, name), which follow
+ * each other: one read instead of three per step */
+struct dentry_link {
+	struct dentry *parent;
+	u32 hash;
+	u32 len;
+	const unsigned char *name;
+};
+
+static __always_inline void read_link(struct dentry *dentry, struct dentry_link *link)
+{
+	if (bpf_core_field_offset(struct dentry, d_name) ==
+	    bpf_core_field_offset(struct dentry, d_parent) + sizeof(void *)) {
+		bpf_probe_read_kernel(link, sizeof(*link),
+				      (void *)dentry + bpf_core_field_offset(struct dentry, d_parent));
+		return;
+	}
+	/* a kernel that moved them apart: resolved at load time, so only one branch stays */
+	link->parent = BPF_CORE_READ(dentry, d_parent);
+	link->len = BPF_CORE_READ(dentry, d_name.len);
+	link->name = BPF_CORE_READ(dentry, d_name.name);
+}
 
 /* one step up: a mount crossing or one more name, written in front of the rest */
 static long path_walk_step(u64 index, void *arg)
 {
 	struct path_walk *w = arg;
-	struct dentry *dentry = w->dentry, *parent;
+	struct dentry *dentry = w->dentry;
 	struct vfsmount *vfsmnt = w->vfsmnt;
 	struct mount *mnt = real_mount(vfsmnt);
 	char *buf = scratch_buf();
-	const unsigned char *name;
-	u32 len, pos = w->pos;
+	struct dentry_link link;
+	u32 pos = w->pos;
 
 	if (!buf || (dentry == w->root && vfsmnt == w->root_mnt))
 		goto done;
-	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+	if (dentry == w->mnt_root) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 
 		if (up == mnt)
 			goto done;
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->vfsmnt = &up->mnt;
+		w->mnt_root = BPF_CORE_READ(up, mnt.mnt_root);
 		return 0;
 	}
 	/* a pseudo file (memfd, pipe) has a dentry that is its own parent: keep its name */
-	parent = BPF_CORE_READ(dentry, d_parent);
-	len = BPF_CORE_READ(dentry, d_name.len);
-	name = BPF_CORE_READ(dentry, d_name.name);
-	if (len + 1 > pos)
+	read_link(dentry, &link);
+	if (link.len + 1 > pos)
 		return 1; /* does not fit: cut */
 
-	pos -= len + 1;
+	pos -= link.len + 1;
 	buf[pos & HALF_MASK] = '/';
-	bpf_probe_read_kernel(&buf[(pos + 1) & HALF_MASK], len & HALF_MASK, name);
+	bpf_probe_read_kernel(&buf[(pos + 1) & HALF_MASK], link.len & HALF_MASK, link.name);
 	w->pos = pos;
-	w->dentry = parent;
-	if (parent == dentry)
+	w->dentry = link.parent;
+	if (link.parent == dentry)
 		goto done;
 	return 0;
 done:
@@ -103,6 +126,7 @@ static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmoun
 		.vfsmnt = vfsmnt,
 		.root = BPF_CORE_READ(task, fs, root.dentry),
 		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
 		.pos = CAPSULE_PATH_MAX - 1,
 	};
 	char *buf = scratch_buf();
