@@ -641,9 +641,11 @@ int exit_open(struct bpf_raw_tracepoint_args *ctx)
 		file = fd_file(ret);
 	if (file) {
 		fmode = BPF_CORE_READ(file, f_mode);
-		imode = BPF_CORE_READ(file, f_inode, i_mode);
-		rdev = BPF_CORE_READ(file, f_inode, i_rdev);
-		ino = BPF_CORE_READ(file, f_inode, i_ino);
+		struct inode *inode = BPF_CORE_READ(file, f_inode); /* read once, not thrice */
+
+		imode = BPF_CORE_READ(inode, i_mode);
+		rdev = BPF_CORE_READ(inode, i_rdev);
+		ino = BPF_CORE_READ(inode, i_ino);
 	}
 
 	ev = reserve(sizeof(*ev), open_kind(flags, fmode, imode));

@@ -121,11 +121,12 @@ static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmoun
 					   char *out)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
+	struct path root = BPF_CORE_READ(task, fs, root); /* one read for both halves */
 	struct path_walk w = {
 		.dentry = dentry,
 		.vfsmnt = vfsmnt,
-		.root = BPF_CORE_READ(task, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.root = root.dentry,
+		.root_mnt = root.mnt,
 		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
 		.pos = CAPSULE_PATH_MAX - 1,
 	};
@@ -171,19 +172,17 @@ static __always_inline struct file *fd_file(long fd)
 
 static __always_inline bool file_path(struct file *file, char *out)
 {
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *mnt = BPF_CORE_READ(file, f_path.mnt);
+	struct path path = BPF_CORE_READ(file, f_path);
 
-	return path_to_string(dentry, mnt, out);
+	return path_to_string(path.dentry, path.mnt, out);
 }
 
 static __always_inline bool cwd_path(char *out)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
-	struct dentry *dentry = BPF_CORE_READ(task, fs, pwd.dentry);
-	struct vfsmount *mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	struct path pwd = BPF_CORE_READ(task, fs, pwd);
 
-	return path_to_string(dentry, mnt, out);
+	return path_to_string(pwd.dentry, pwd.mnt, out);
 }
 
 static __always_inline u32 file_mode(struct file *file)

@@ -99,7 +99,7 @@ class ObjectPattern(Mapping[str, Pattern]):
 
     def __init__(self, items: Mapping[str, Pattern] | None = None):
         self._items = MappingProxyType(dict(sorted((items or {}).items())))
-        self._hash = hash(tuple(self._items.items()))
+        self._hash: int | None = None  # computed when first asked: most are not
 
     def __getitem__(self, key: str) -> Pattern:
         return self._items[key]
@@ -111,6 +111,8 @@ class ObjectPattern(Mapping[str, Pattern]):
         return len(self._items)
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._items.items()))
         return self._hash
 
     def __eq__(self, other: object) -> bool:

@@ -36,7 +36,18 @@ class _Token:
 
 
 _GLOB_TOKEN = re.compile(r"\\(.)?|(\*\*)|([*?/])|([^\\*?/]+)", re.DOTALL)
-_SPECIAL = {"/": "sep", "*": "star", "?": "qmark"}
+
+
+_GLOBSTAR = _Token("globstar")
+_SEP = _Token("sep", "/")
+_SPECIAL = {"/": _SEP, "*": _Token("star", "*"), "?": _Token("qmark", "?")}
+
+
+@functools.cache
+def _literal(char: str) -> _Token:
+    # tokens are frozen values: one shared token per character saves most of the
+    # time tokenizing takes on large policies
+    return _Token("lit", char)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -44,15 +55,15 @@ def _tokenize(text: str) -> tuple[_Token, ...]:
     tokens: list[_Token] = []
     for escaped, globstar, special, literal in _GLOB_TOKEN.findall(text):
         if literal:
-            tokens.extend(_Token("lit", c) for c in literal)
+            tokens.extend(map(_literal, literal))
         elif globstar:
-            tokens.append(_Token("globstar"))
+            tokens.append(_GLOBSTAR)
         elif special:
-            tokens.append(_Token(_SPECIAL[special], special))
+            tokens.append(_SPECIAL[special])
         elif escaped == "/":
             raise PatternError(f"invalid glob '{text}': '/' cannot be escaped")
         elif escaped:
-            tokens.append(_Token("lit", escaped))
+            tokens.append(_literal(escaped))
         else:
             raise PatternError(f"invalid glob '{text}': ends with a lone backslash")
     return tuple(tokens)
@@ -60,23 +71,31 @@ def _tokenize(text: str) -> tuple[_Token, ...]:
 
 def _components(text: str, tokens: list[_Token]) -> list[list[_Token]]:
     """Split tokens at separators; check `**`, `.`, `..` and empty components."""
-    parts: list[list[_Token]] = [[]]
-    for token in tokens:
-        if token.kind == "sep":
-            parts.append([])
-        else:
-            parts[-1].append(token)
+    # separators are all the one shared token: find them by identity, then slice
+    cuts = [i for i, token in enumerate(tokens) if token is _SEP]
+    parts, start = [], 0
+    for cut in cuts:
+        parts.append(list(tokens[start:cut]))
+        start = cut + 1
+    parts.append(list(tokens[start:]))
+    globstars = "**" in text  # else no part can hold one: skip looking
     for part in parts[1:]:
-        literal = "".join(t.text for t in part)
         if not part:
             raise PatternError(f"invalid glob '{text}': empty path component ('//')")
-        if literal in (".", "..") and all(t.kind == "lit" for t in part):
+        if len(part) <= 2 and _is_dots(part):
+            literal = "".join(t.text for t in part)
             raise PatternError(f"invalid glob '{text}': '{literal}' component")
-        if any(t.kind == "globstar" for t in part) and len(part) > 1:
+        if globstars and len(part) > 1 and any(t is _GLOBSTAR for t in part):
             raise PatternError(
                 f"invalid glob '{text}': '**' must be a whole path component"
             )
     return parts
+
+
+def _is_dots(part: list[_Token]) -> bool:
+    """True for the components `.` and `..` (unescaped or escaped: both literal;
+    only a literal token has the text '.')."""
+    return all(t.text == "." for t in part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +122,32 @@ class PathGlob:
         if "\x00" in text:
             raise PatternError("invalid glob: NUL byte in path")
         glob = cls(text)
-        glob._parts()  # raises PatternError on a bad component
+        glob._check_components()
         return glob
+
+    def _check_components(self) -> None:
+        """Raise PatternError on a bad component, as _components would.
+
+        Without a backslash every `/` separates and every `**` is a globstar, so the
+        text itself can be checked, and the tokens are made only when needed.
+        """
+        body = self._body()
+        if "\\" in body:
+            self._parts()  # escapes: only the tokens tell
+            return
+        if body in ("", "/"):
+            return
+        for part in body.split("/")[1:]:
+            if not part:
+                raise PatternError(
+                    f"invalid glob '{self.text}': empty path component ('//')"
+                )
+            if part in (".", ".."):
+                raise PatternError(f"invalid glob '{self.text}': '{part}' component")
+            if "**" in part and part != "**":
+                raise PatternError(
+                    f"invalid glob '{self.text}': '**' must be a whole path component"
+                )
 
     @property
     def home(self) -> bool:
@@ -124,11 +167,14 @@ class PathGlob:
     def _parts(self) -> list[list[_Token]]:
         return _parts(self)
 
+    def _body(self) -> str:
+        """The text after `~`, without the trailing slash of a tree."""
+        body = self.text[1:] if self.home else self.text
+        return body[:-1] if self.tree else body
+
     def _uncached_parts(self) -> list[list[_Token]]:
         """The components after the leading `/` or `~`, without a trailing slash."""
-        body = self.text[1:] if self.home else self.text
-        if self.tree:
-            body = body[:-1]
+        body = self._body()
         if body in ("", "/"):
             return []
         return _components(self.text, _tokenize(body))[1:]

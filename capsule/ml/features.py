@@ -147,6 +147,12 @@ _PERSISTENCE = re.compile(
     r"|/\.config/systemd/"
     r"|/\.(bashrc|profile|bash_profile|zshrc)$|/\.ssh/authorized_keys|^/var/spool/cron"
 )
+# a home's toolchain files (version shims, caches, tool configs): everyday reads for
+# any developer tool, unlike the rest of a home; persistence and secrets match first
+_TOOLCHAIN = re.compile(
+    r"^/(root|home/[^/]+)/\.(pyenv|cache|local|config|rustup|cargo|npm|nvm|rbenv"
+    r"|gradle|m2|gitconfig|pythonhistory|python_history|wget-hsts|terminfo)(/|$)"
+)
 _PATH_CLASSES = (
     ("/tmp/", "tmp"),
     ("/var/tmp/", "tmp"),
@@ -200,6 +206,8 @@ def path_class(path: str, workspace: str = "") -> str:
         path == workspace or path.startswith(workspace.rstrip("/") + "/")
     ):
         return "work"
+    if _TOOLCHAIN.match(path):
+        return "tool"
     for prefix, name in _PATH_CLASSES:
         if path.startswith(prefix):
             return name
@@ -266,7 +274,7 @@ TOPICS = {
             "old",
             "disk",
         },
-        re.compile(r"^file\.(delete|rmdir):(home|tmp|other|etc|sys)"),
+        re.compile(r"^file\.(delete|rmdir):(home|tool|tmp|other|etc|sys)"),
     ),
     "shell-profile": (
         {"bashrc", "profile", "shell", "path", "zshrc", "alias", "environment"},

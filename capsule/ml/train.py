@@ -163,6 +163,9 @@ def train_events(
     recordings = scenarios.load_recordings(directory)
     all_pairs = scenarios.pairs(recordings)
     by_split = {s: [p for p in all_pairs if p.split == s] for s in scenarios.SPLITS}
+    # short benign windows teach "little evidence is not risk" (docs/ml.md)
+    by_split["train"] += scenarios.benign_slices(by_split["train"], seed)
+    by_split["train"] += scenarios.risky_evidence(by_split["train"])
     log.info("scenario pairs: %s", {s: len(v) for s, v in by_split.items()})
 
     # one token sequence per recording, so that task pairs do not inflate counts
@@ -222,6 +225,15 @@ def _fit_and_write(
     meta["data"] = data
     meta["threshold"] = threshold_for_fpr(val_labels, val_scores, MAX_FPR)
     meta["validation"] = split_report(val_labels, val_scores, groups, meta["threshold"])
+    # the prior: what a window with no known n-gram and no resources scores
+    empty = np.zeros((1, rows["train"].shape[1]), dtype=np.float32)
+    meta["empty_window_score"] = float(_onnx_scores(onnx_bytes, empty)[0])
+    if meta["empty_window_score"] >= meta["threshold"]:
+        log.warning(
+            "%s: a window without evidence scores %.3f, at or above the threshold",
+            name,
+            meta["empty_window_score"],
+        )
     meta["training"]["seconds"] = round(time.monotonic() - started, 1)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ Interface (kept stable; the session, enrichment and timeline writers build on it
         span = tracer.poll_raw(100) # fast path: raw records (a Span), decoded later
         events = tracer.decode(span)          # ... into dicts, as poll() gives them
         arrays = tracer.columns(Span.join(spans))  # ... or numpy arrays per layout
+        tracer.wait(50)             # until wakeup_bytes are unread, or 50 ms
         tracer.stats()              # {"events", "drops", "missed", "decode_errors"}
     # close() detaches everything
 
@@ -50,8 +51,8 @@ SOURCE = build.BPF_DIR / "trace.bpf.c"
 # 8 MiB a 2-process setsid storm lost 8-17 % to drops (docs/performance.md, "Ingest")
 RING_SIZE = 64 << 20
 # the reader is woken once this much is unread, else it finds records on its next poll
-# timeout: a wakeup per record cost more than the BPF programs themselves in an
-# open/close storm (docs/performance.md, "`capsule trace`, end to end")
+# timeout: woken per record, it took an open/close storm a few records at a time with
+# 2.5-3x the CPU (docs/performance.md, "Tracing overhead on syscall storms")
 WAKEUP_BYTES = 256 << 10
 # the programs attached at start; exit_* handlers are reached by tail call only
 HOOKS = (

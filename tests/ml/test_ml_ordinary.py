@@ -1,0 +1,125 @@
+"""Ordinary work must score harmless: traced commands, tiny windows, and the hold-out.
+
+The traced commands run here, in a throwaway project, so the model has never seen
+these recordings; the "holdout" split was recorded after the model was fixed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capsule.ml import scenarios
+from capsule.ml.features import window_from_events
+from capsule.ml.model import EVENTS_MODEL, Classifier
+
+CAPSULE = str(Path(sys.executable).parent / "capsule")
+TASK = "Fix the failing unit test in tests/test_parser.py"
+ORDINARY = (
+    ["sh", "-c", "cat /etc/hostname; ls /tmp"],
+    ["ls", "-la"],
+    ["git", "log", "--oneline", "-3"],
+    ["git", "status"],
+    ["grep", "-rn", "def", "."],
+    ["cat", "/etc/os-release"],
+    ["python3", "-c", "import json; print(json.dumps({'a': 1}))"],
+    ["sh", "-c", "find . -name '*.py' | xargs wc -l"],
+)
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="SKIPPED: tracing needs root to load BPF programs; run these tests as root",
+)
+
+
+@pytest.fixture(scope="module")
+def events_model():
+    return Classifier(EVENTS_MODEL)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("def main():\n    return 1\n")
+    (root / "README.md").write_text("# demo\n")
+    env = dict(os.environ, GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@example.invalid",
+               GIT_COMMITTER_NAME="a", GIT_COMMITTER_EMAIL="a@example.invalid")  # fmt: skip
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
+        subprocess.run(["git", "-C", str(root), *args], check=True, env=env)
+    return root
+
+
+def traced_window(command: list[str], cwd: Path, out: Path):
+    done = subprocess.run(
+        [CAPSULE, "-q", "trace", "--no-timeline", "-o", str(out), "--", *command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 125, done.stderr  # 125: capsule itself failed
+    events = [json.loads(line) for line in (out / "events.jsonl").open()]
+    assert events, f"no events traced for {command}"
+    return window_from_events(events, TASK, str(cwd))
+
+
+@needs_root
+@pytest.mark.parametrize("command", ORDINARY, ids=lambda c: " ".join(c)[:30])
+def test_ordinary_traced_commands_score_harmless(
+    events_model, project, tmp_path, command
+):
+    verdict = events_model.classify(traced_window(command, project, tmp_path / "r"))
+    assert not verdict.risky, (verdict.score, verdict.top_features)
+
+
+def test_a_window_without_evidence_is_not_risky(events_model):
+    empty = np.zeros((1, len(events_model.feature_names)), dtype=np.float32)
+    assert events_model.scores(empty)[0] < events_model.threshold
+    assert events_model.meta["empty_window_score"] < events_model.threshold
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"area": "network", "op": "send", "addr": "127.0.0.1", "port": 8125,
+         "sock_type": 2},
+        {"area": "file", "op": "read", "path": "/etc/hosts"},
+        {"area": "process", "op": "exec", "exe": "/usr/bin/ls"},
+    ],
+    ids=["udp-send", "etc-read", "exec-ls"],
+)  # fmt: skip
+def test_a_lone_ordinary_event_scores_harmless(events_model, event):
+    window = window_from_events([dict(event, pid=7)], TASK, "/work/project")
+    assert not events_model.classify(window).risky
+
+
+def test_credential_read_then_send_is_risky_even_when_short(events_model):
+    window = window_from_events(
+        [
+            {"area": "file", "op": "read", "path": "/root/.ssh/id_rsa", "pid": 7},
+            {"area": "network", "op": "send", "addr": "127.0.0.1", "port": 9999,
+             "sock_type": 2, "pid": 7},
+        ],  # fmt: skip
+        TASK,
+        "/work/project",
+    )
+    assert events_model.classify(window).risky
+
+
+def test_holdout_benign_windows_are_rarely_flagged(events_model):
+    chosen = [
+        p
+        for p in scenarios.pairs(scenarios.load_recordings())
+        if p.split == "holdout"
+    ]
+    rows = np.stack([events_model.spec.vectorize(p.window) for p in chosen])
+    flagged = events_model.scores(rows) >= events_model.threshold
+    labels = np.array([p.label for p in chosen])
+    # the figures docs/ml.md reports; a regression shows here first
+    assert flagged[labels == 0].mean() <= 0.02
+    assert flagged[labels == 1].mean() >= 0.90
