@@ -56,7 +56,7 @@ def trace(
         True, "--timeline/--no-timeline", help="Show events on stderr as they happen."
     ),
     buffer_mb: int = typer.Option(
-        8, "--buffer-mb", metavar="MB", help="Ring buffer size (a power of two)."
+        64, "--buffer-mb", metavar="MB", help="Ring buffer size (a power of two)."
     ),
 ) -> None:
     """Run CMD, record what its process tree does, and exit with CMD's exit code."""
@@ -141,7 +141,7 @@ def _print_losses(summary: dict, err: Console) -> None:
     if summary["drops"]:
         _line(
             err,
-            "capsule: hint: a bigger ring buffer (--buffer-mb 64) or "
+            "capsule: hint: a bigger ring buffer (--buffer-mb 256) or "
             "--no-timeline loses fewer events",
         )
 

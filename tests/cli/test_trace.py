@@ -382,7 +382,7 @@ class TestDrops:
         assert len(taken) + summary["drops"] >= 50000  # every open accounted for
         assert RunReader(run.directory).drops() == summary["drops"]
         assert f"capsule: {summary['drops']} events dropped by the kernel" in run.stderr
-        assert "--buffer-mb 64" in run.stderr
+        assert "--buffer-mb 256" in run.stderr
         shown = capsule("timeline", str(run.directory), "--area", "process")
         assert "lost" in shown.stderr and str(summary["drops"]) in shown.stderr
 
