@@ -195,7 +195,13 @@ def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:
     if arch not in ARCHES:
         targets = ", ".join(ARCHES)
         raise CapsuleError(f"failed to compile for {arch}: targets are {targets}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CapsuleError(
+            f"failed to create the artifact directory {out}: {err.strerror}",
+            hint="pass -o a directory that can be created or already exists",
+        ) from None
     ir = lower(policy)
     for item in ir.unsupported:
         log.debug(
