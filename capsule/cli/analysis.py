@@ -67,7 +67,11 @@ def explain(
     from capsule.analysis import explain as explainer
     from capsule.analysis.eventtext import parse_event
 
-    parsed = parse_event(" ".join(shlex.quote(word) for word in event))
+    try:
+        parsed = parse_event(" ".join(shlex.quote(word) for word in event))
+    except CapsuleError as err:  # the event is an argument: a usage error
+        err.exit_code = exitcodes.USAGE
+        raise
     result = explainer.explain(_load(policy), parsed)
     if as_json:
         typer.echo(json.dumps(explainer.to_json(result), indent=2))

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from capsule.cli import exitcodes
 from capsule.cli.main import app
 from capsule.errors import CapsuleError
 
@@ -156,17 +157,19 @@ def enforce(
         raise CapsuleError(
             f"failed to parse --require {require!r}: expected one of "
             f"{', '.join(runtime.REQUIRE_LEVELS)}",
-            exit_code=2,
+            exit_code=exitcodes.USAGE,
         )
     if backend not in runtime.BACKENDS:
         raise CapsuleError(
             f"failed to parse --backend {backend!r}: expected one of "
             f"{', '.join(runtime.BACKENDS)}",
-            exit_code=2,
+            exit_code=exitcodes.USAGE,
         )
     command = command[1:] if command[:1] == ["--"] else command
     if not command:
-        raise CapsuleError("failed to parse the command: nothing after --", exit_code=2)
+        raise CapsuleError(
+            "failed to parse the command: nothing after --", exit_code=exitcodes.USAGE
+        )
     task_text = _task_text(task, task_file)
     resolved, files = load_policy_or_artifact(policy)
     if os.geteuid() != 0:
@@ -206,7 +209,7 @@ def _task_text(task: str | None, task_file: Path | None) -> str:
     if task is not None and task_file is not None:
         raise CapsuleError(
             "failed to parse --task: give --task or --task-file, not both",
-            exit_code=2,
+            exit_code=exitcodes.USAGE,
         )
     if task_file is None:
         return task or ""

@@ -7,3 +7,4 @@ STRICT_WARNINGS = 3  # check --strict: warnings only
 CAPSULE_FAILED = 125  # trace/enforce: Capsule itself failed (as `env` and `docker run`)
 NOT_EXECUTABLE = 126  # the command exists but cannot be executed
 NOT_FOUND = 127  # the command was not found, as a shell says
+USAGE = 64  # bad options or arguments (sysexits EX_USAGE); never a policy finding

@@ -73,13 +73,14 @@ def run() -> None:
         sys.exit(130)
     except Exception as exc:  # click usage errors and real bugs
         try:
-            from click.exceptions import ClickException
+            from click.exceptions import ClickException, UsageError
         except ModuleNotFoundError:  # typer >= 0.17 bundles its own click
-            from typer._click.exceptions import ClickException
+            from typer._click.exceptions import ClickException, UsageError
 
         if isinstance(exc, ClickException):
             exc.show()
-            sys.exit(exc.exit_code)
+            usage = isinstance(exc, UsageError)
+            sys.exit(exitcodes.USAGE if usage else exc.exit_code)
         if _debug:
             raise
         typer.echo(f"capsule: internal error: {exc!r} (rerun with --debug)", err=True)
