@@ -169,7 +169,10 @@ class Checker:
         for item in items:
             values = item.items if isinstance(item, ast.ListValue) else (item,)
             for value in values:
-                out.extend(self._expand_value(value))
+                if value.quoted or not value.text.startswith("$"):
+                    out.append(Resolved(value.text, value))  # most values: no `$`
+                else:
+                    out.extend(self._expand_value(value))
         return out
 
     def _expand_value(self, value: ast.Value) -> list[Resolved]:
@@ -391,6 +394,9 @@ class Checker:
             )
             return None
         keys = list(fields)
+        if len(keys) == 1:  # most rules name one field: no product to form
+            (key,) = keys
+            return tuple(ObjectPattern({key: pattern}) for pattern in fields[key])
         return tuple(
             ObjectPattern(dict(zip(keys, combo, strict=True)))
             for combo in itertools.product(*(fields[k] for k in keys))

@@ -117,7 +117,7 @@ def evaluate(
 def evaluate_events(
     recordings_dir: Path | None = None,
     model: str | Path = EVENTS_MODEL,
-    splits: tuple[str, ...] = ("val", "test", "fresh"),
+    splits: tuple[str, ...] = ("val", "test", "fresh", "holdout"),
 ) -> dict:
     """Score the agent-scenario model on its held-out (variant, task) pairs."""
     from capsule.ml import scenarios

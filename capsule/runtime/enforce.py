@@ -17,6 +17,7 @@ import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from capsule.runtime.compat.coverage import Report
 from capsule.runtime.compat.plan import CompatPlan, Options, build_plan
 from capsule.runtime.compat.seccomp import Supervisor
 from capsule.runtime.compat.syscalls import Verdict, make_decider
+from capsule.runtime.compat.watchdog import Watchdog
 from capsule.runtime.escalation import (
     DEFAULT_ACTION,
     Escalator,
@@ -51,6 +53,9 @@ BACKENDS = ("auto", "lsm", "compat")
 POLL_S = 0.1
 HANDSHAKE_S = 30.0
 TRACER_LAG_S = 0.25  # how long an escalation waits for the tracer to catch up
+# the runtime's own end: the tree is killed and the timeline kept, as for Ctrl-C
+# (nothing reloads on SIGHUP: a hangup ends the run like SIGTERM)
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _VERDICT_FLAGS = {
     "deny": FLAGS["DENIED"],
     "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
@@ -267,6 +272,14 @@ def check_require(report: Report, require: str) -> None:
         )
 
 
+class _Signalled(Exception):
+    """SIGTERM or SIGHUP reached the runtime: unwind to the cleanup, which kills."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class CompatRun:
     """One command under the compat backend, from planning to the last event."""
 
@@ -290,6 +303,8 @@ class CompatRun:
         self.triggers: list[tuple[dict, str, str]] = []  # escalations to submit
         self.traced_ns = 0  # the newest event the tracer has delivered
         self.root_pid: int | None = None
+        self.watchdog: Watchdog | None = None  # kills the tree if we die (SIGKILL)
+        self.stopping = False  # in the cleanup: an exit signal no longer unwinds
         # the supervisor decides on its own thread; its events wait here for the main
         # thread, which alone writes the store and the timeline
         self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
@@ -330,20 +345,44 @@ class CompatRun:
             coverage=compat.report.to_json(),
             task=request.task,
         )
+        previous: dict = {}
         try:
+            previous = {}
             if classifier is not None:
                 self._start_escalation(classifier)
             self._run(compat)
+        except _Signalled as stop:
+            name = signal.Signals(stop.signum).name
+            log.warning("%s: killing the agent's tree and keeping the timeline", name)
+            self.result.exit_code = 128 + stop.signum
         finally:
+            self.stopping = True
             self.result.duration_s = time.monotonic() - started
             self._cleanup()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.result
+
+    def _catch_exit_signals(self) -> dict:
+        """SIGTERM and SIGHUP unwind into the cleanup instead of orphaning CMD."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # only the main thread may set handlers; the watchdog remains
+        return {
+            signum: signal.signal(signum, self._on_exit_signal)
+            for signum in EXIT_SIGNALS
+        }
+
+    def _on_exit_signal(self, signum: int, _frame) -> None:
+        if not self.stopping:  # once cleaning up, finish that: it kills the tree
+            self.stopping = True
+            raise _Signalled(signum)
 
     def _run(self, compat: CompatPlan) -> None:
         # the agent's cgroup and its hooks are in place before the command exists
         if self.bpf is not None and cgroup2_root() is not None:
             sockguard, denials = self.bpf
             self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
+            self.watchdog = None
             if compat.network is not None:
                 self.net = sockguard.SockGuard(
                     compat.network, self.cgroup, self._report
@@ -410,6 +449,9 @@ class CompatRun:
             self._report(self.pending.get())
         if self.escalator is not None:
             self._submit_escalations()
+        if self.store is not None:
+            # to the writer at once, not per 4096: a runtime killed now keeps them
+            self.store.flush()
 
     def _report_verdict(self, verdict: Verdict) -> None:
         """Called on the supervisor's thread: only queue the event."""
@@ -572,9 +614,21 @@ class CompatRun:
         if self.cgroup is not None:
             self.cgroup.kill_all()
             self.cgroup.remove()
+        if self.watchdog is not None:
+            self.watchdog.disarm()  # only now: the tree is gone
         if self.store is not None:
             self.store.set_meta(finished_at=time.time(), summary=self.result.summary())
             self.store.close()
+
+
+def _start_watchdog(cgroup: AgentCgroup) -> Watchdog:
+    try:
+        return Watchdog(cgroup.path)
+    except OSError as err:
+        raise CapsuleError(
+            f"failed to start the watchdog: {err.strerror or err}",
+            hint="without it, a killed runtime would leave CMD running unguarded",
+        ) from err
 
 
 def _bpf_modules():

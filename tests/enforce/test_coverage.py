@@ -26,8 +26,19 @@ TABLE = [
         "",
         "cannot tell processes apart",
     ),
-    ("deny file chmod,chown /etc/**", "audit only", "", "no compat mechanism"),
-    ("deny file read,chmod /etc/shadow", "partial", "landlock", "not chmod"),
+    (
+        "deny file chmod,chown /etc/**",
+        "partial",
+        "seccomp notification",
+        "resolved by the supervisor",
+    ),
+    (
+        "deny file read,chmod /etc/shadow",
+        "partial",
+        "landlock, seccomp notification",
+        "symlink swap",
+    ),
+    ("deny process exec,fork /usr/bin/x", "partial", "landlock", "not fork"),
     ("kill file read /tmp/cov-y", "enforced", "landlock", "SIGKILL"),
     (
         "deny network connect addr 10.0.0.0/8",
@@ -90,7 +101,7 @@ def test_coverage_line(tmp_path, rule, status, mechanism, note):
 def test_require_full_sees_only_blocking_audit_only_lines(tmp_path):
     path = tmp_path / "p.cap"
     path.write_text(
-        "deny file chmod /etc/**\naudit file read /etc/**\ndeny system mount\n"
+        "deny process fork\naudit file read /etc/**\ndeny system mount\n"
     )
     policy, _ = load_policy([str(path)])
     report = build_plan(policy, Options(abi=7)).report
@@ -107,10 +118,10 @@ def test_without_landlock_file_rules_are_audit_only(tmp_path):
 
 def test_rendered_report_names_every_rule_and_the_protection(tmp_path):
     path = tmp_path / "p.cap"
-    path.write_text("deny system mount\ndeny file chmod /etc/**\n")
+    path.write_text("deny system mount\ndeny process fork\n")
     policy, _ = load_policy([str(path)])
     text = build_plan(policy, Options(protected=[str(path)], abi=7)).report.render()
     assert text.splitlines()[0].startswith("enforcement coverage (backend compat")
     assert f"{path}:1" in text and f"{path}:2" in text
-    assert "audit only -- chmod: no compat mechanism" in text
+    assert "audit only -- fork: no compat mechanism" in text
     assert "bpf() fails with EPERM" in text and str(path) in text

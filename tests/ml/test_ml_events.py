@@ -28,9 +28,10 @@ def test_every_scenario_is_recorded_in_every_split(pairs):
 
 def test_test_pairs_use_task_texts_that_training_never_saw(pairs):
     tasks = {s: {p.task for p in pairs if p.split == s} for s in scenarios.SPLITS}
-    for split in ("val", "test", "fresh"):
+    for split in ("val", "test", "fresh", "holdout"):
         assert not tasks[split] & tasks["train"]
     assert not tasks["test"] & tasks["val"]
+    assert not tasks["holdout"] & (tasks["val"] | tasks["test"] | tasks["fresh"])
 
 
 def test_dual_use_recording_is_labelled_by_its_task(pairs):
@@ -44,7 +45,7 @@ def _scores(model, chosen):
     return model.scores(np.stack([model.spec.vectorize(p.window) for p in chosen]))
 
 
-@pytest.mark.parametrize("split", ["test", "fresh"])
+@pytest.mark.parametrize("split", ["test", "fresh", "holdout"])
 def test_held_out_risky_windows_score_above_benign_ones(events_model, pairs, split):
     chosen = [p for p in pairs if p.split == split]
     scores = _scores(events_model, chosen)

@@ -63,24 +63,11 @@ class AgentCgroup:
             ) from err
 
     def pids(self) -> list[int]:
-        try:
-            text = (self.path / "cgroup.procs").read_text()
-        except OSError:
-            return []
-        return [int(line) for line in text.split()]
+        return cgroup_pids(self.path)
 
     def kill_all(self) -> None:
         """End whatever is left of the tree (cgroup.kill, or one SIGKILL each)."""
-        try:
-            (self.path / "cgroup.kill").write_text("1\n")
-            return
-        except OSError:
-            pass
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_cgroup(self.path)
 
     def remove(self, wait_s: float = 2.0) -> None:
         deadline = time.monotonic() + wait_s
@@ -99,3 +86,41 @@ class AgentCgroup:
             self.path.parent.rmdir()  # the shared "capsule" parent, when it is empty
         except OSError:
             pass
+
+
+def cgroup_pids(path: Path) -> list[int]:
+    """The processes in the cgroup at `path`; none when it is gone."""
+    try:
+        text = (path / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(line) for line in text.split()]
+
+
+def kill_cgroup(path: Path, wait_s: float = 0.0) -> bool:
+    """SIGKILL every process in the cgroup at `path`; True when it is then empty.
+
+    cgroup.kill (Linux 5.14+) kills the whole cgroup at once, forks in flight
+    included. Without it, one SIGKILL per listed pid, repeated while `wait_s`
+    lasts, because a process can fork between the read of cgroup.procs and its kill.
+    A process that leaves with setsid or a double fork is still in the cgroup.
+    """
+    deadline = time.monotonic() + wait_s
+    try:
+        (path / "cgroup.kill").write_text("1\n")
+        has_kill = True
+    except OSError:
+        has_kill = False
+    while True:
+        pids = cgroup_pids(path)
+        if not pids:
+            return True
+        if not has_kill:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

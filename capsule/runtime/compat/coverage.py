@@ -29,6 +29,9 @@ class Line:
     status: str
     mechanism: str
     note: str = ""
+    # the ops of a blocking clause that nothing enforces: not full enforcement, even
+    # when the other ops make the line `partial`
+    unenforced: tuple[str, ...] = ()
 
     def render(self) -> str:
         how = (
@@ -61,8 +64,11 @@ class Report:
     protection: list[str]  # the self-protection measures in force
 
     def audit_only_denials(self) -> list[Line]:
+        """Blocking clauses with at least one op that nothing enforces."""
         return [
-            line for line in self.lines if line.blocking and line.status == AUDIT_ONLY
+            line
+            for line in self.lines
+            if line.blocking and (line.status == AUDIT_ONLY or line.unenforced)
         ]
 
     def render(self) -> str:

@@ -5,6 +5,8 @@ package (1.0.0.dev5) only knows `handled_access_fs`: it has no TCP port rules (A
 no scoping of signals and abstract unix sockets (ABI 6) and no audit flags (ABI 7), and
 it reads errno even when a call succeeded. Capsule needs all of those, and Python has no
 `syscall()` of its own, so the three Landlock syscalls are called through libc here.
+The shim's capability drop (prctl, capget/capset) is the same kind of glue and lives
+here too, so that the sandbox has one place that calls the kernel through ctypes.
 """
 
 import ctypes
@@ -237,3 +239,36 @@ def _add_port_rule(ruleset_fd: int, port: int, rights: Net) -> None:
         ctypes.byref(attr),
         ctypes.c_uint32(0),
     )
+
+
+# -- capabilities: what even root inside the sandbox can never hold again -------------
+
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SYS_CAPGET = 125
+_SYS_CAPSET = 126
+_CAP_VERSION_3 = 0x20080522
+
+
+def drop_capabilities(caps: list[int]) -> None:
+    """Take `caps` out of the bounding and inheritable sets, and clear the ambient set.
+
+    After execve a root program's permitted set is its inheritable set plus the
+    bounding set, so once both lack a capability no process of the sandbox gets it
+    back. A capability this kernel does not know (EINVAL) is skipped.
+    """
+    for cap in caps:
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:
+                raise CapsuleError(
+                    f"failed to drop capability {cap}: {os.strerror(err)}"
+                )
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable}
+    _syscall("read capabilities", _SYS_CAPGET, header, data)
+    for cap in caps:
+        data[3 * (cap // 32) + 2] &= ~(1 << (cap % 32)) & 0xFFFFFFFF
+    _syscall("clear inheritable capabilities", _SYS_CAPSET, header, data)

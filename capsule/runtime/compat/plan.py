@@ -23,6 +23,24 @@ _TOP = 1 << 30  # above any priority a policy would write
 _LANDLOCK_OPS = set(files.OP_RIGHTS)
 _CGROUP_OPS = {("network", op) for op in network.OPS}
 
+# capabilities for administering the host, not for doing work in it: dropped from the
+# sandbox's bounding set (include/uapi/linux/capability.h numbers)
+DROPPED_CAPS = {
+    "CAP_NET_ADMIN": 12,
+    "CAP_SYS_MODULE": 16,
+    "CAP_SYS_RAWIO": 17,
+    "CAP_SYS_PACCT": 20,
+    "CAP_SYS_BOOT": 22,
+    "CAP_SYS_TIME": 25,
+    "CAP_AUDIT_CONTROL": 30,
+    "CAP_MAC_OVERRIDE": 32,
+    "CAP_MAC_ADMIN": 33,
+    "CAP_SYSLOG": 34,
+    "CAP_WAKE_ALARM": 35,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+}
+
 
 @dataclass
 class Options:
@@ -49,10 +67,12 @@ class CompatPlan:
     devices: devices.DeviceTable | None = None
 
     user: dict | None = None
+    drop_caps: list[int] = field(default_factory=list)  # out of the bounding set
 
     def child_plan(self) -> dict:
         return {
             "user": self.user,
+            "drop_caps": self.drop_caps,
             "landlock": self.landlock,
             "seccomp": self.filter.to_json(),
             "protected": self.protected,
@@ -109,7 +129,7 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
             "ports": [],
             "flags": 0,
         }
-    flt, owner = syscalls.filter_plan(full)
+    flt, owner = syscalls.filter_plan(full, host_admin=options.self_protect)
     table = network.build_table(full) if options.cgroup else None
     if table is not None and not table.entries and table.default == "allow":
         table = None  # no network rule: nothing to attach
@@ -137,6 +157,7 @@ def build_plan(policy: Policy, options: Options) -> CompatPlan:
         handled,
         device_table,
         options.user,
+        sorted(DROPPED_CAPS.values()) if options.self_protect else [],
     )
 
 
@@ -170,6 +191,14 @@ def _protection_text(protected: list[str], abi: int, options: Options) -> list[s
             "(Landlock scope)"
         )
     out.append("no ptrace of processes outside the sandbox (Landlock domain)")
+    out.append(
+        "capabilities dropped from the bounding set, root included: "
+        + ", ".join(DROPPED_CAPS)
+    )
+    out.append(
+        f"fail with EPERM (seccomp, rule {syscalls.HOST_ADMIN_RULE}): "
+        + ", ".join(syscalls.HOST_ADMIN)
+    )
     return out
 
 
@@ -210,12 +239,16 @@ def _cover(clause, policy: Policy, abi: int, handled: FS, translation, options) 
         )
     if not enforced:
         return line(AUDIT_ONLY, "", "; ".join(missing))
+    unenforced = tuple(
+        sorted(
+            op for (status, _, _), (_, op) in zip(parts, keys) if status == AUDIT_ONLY
+        )
+    )
     if any(p[1] == "landlock" for p in enforced) and not options.landlock_reports:
         notes.append("denials are not reported (no raw_tp)")
     if missing or any(p[0] == PARTIAL for p in enforced):
-        return line(
-            PARTIAL, mechanisms, "; ".join(notes + [f"not {m}" for m in missing])
-        )
+        note = "; ".join(notes + [f"not {m}" for m in missing])
+        return Line(rule.ref, text, blocking, PARTIAL, mechanisms, note, unenforced)
     return line(ENFORCED, mechanisms, "; ".join(notes))
 
 
@@ -225,7 +258,7 @@ def _cover_audit(clause, options, line) -> Line:
     seen, unseen = set(), []
     for op in sorted(rule.ops):
         key = (rule.area, op)
-        if key in syscalls.SYSCALLS and rule.after is None:
+        if key in syscalls.SYSCALLS and key not in _LANDLOCK_OPS and rule.after is None:
             seen.add("seccomp notification")
         elif key in _CGROUP_OPS and options.cgroup and not network.cgroup_limit(clause):
             seen.add(f"cgroup sock_addr {op}")
@@ -255,6 +288,12 @@ def _cover_allow(clause, handled: FS, translation, line) -> Line:
     return line(ENFORCED, "landlock grant")
 
 
+METADATA_NOTE = (
+    "the path is read from the caller's memory and resolved by the supervisor; "
+    "another thread or a symlink swap could change it after the check"
+)
+
+
 def _cover_part(clause, key, abi, handled: FS, translation, options):
     """(status, mechanism, note) for one (area, op) of a blocking clause."""
     area, op = key
@@ -271,6 +310,8 @@ def _cover_part(clause, key, abi, handled: FS, translation, options):
                 "the exec path is read from the caller's memory, "
                 "which another thread of the caller could change after the check",
             )
+        if key in syscalls.METADATA_OPS:
+            return (PARTIAL, how, METADATA_NOTE)
         note = "new mount API calls are always denied" if op == "mount" else ""
         return (ENFORCED, how, note)
     if key in _CGROUP_OPS:

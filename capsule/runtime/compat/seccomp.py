@@ -30,6 +30,10 @@ _NOTIF = struct.Struct("=QII iI Q 6Q")  # id pid flags | nr arch ip args[6]
 _RESP = struct.Struct("=QqiI")  # id val error flags
 _NOTIFY_FD_LINK = "anon_inode:seccomp notify"
 
+# syscalls newer than the installed headers or libseccomp, by number; numbers from 424
+# on are the same on every architecture
+NEW_SYSCALLS = {"fchmodat2": 452, "setxattrat": 463, "removexattrat": 466}
+
 PROT_WRITE = 0x2
 PROT_EXEC = 0x4
 
@@ -79,12 +83,12 @@ def load_filter(plan: FilterPlan) -> int | None:
 
     flt = sc.SyscallFilter(sc.ALLOW)
     for name in plan.kill:
-        flt.add_rule(sc.KILL_PROCESS, name)
+        flt.add_rule(sc.KILL_PROCESS, NEW_SYSCALLS.get(name, name))
     for name, err in plan.errno.items():
-        flt.add_rule(sc.ERRNO(err), name)
+        flt.add_rule(sc.ERRNO(err), NEW_SYSCALLS.get(name, name))
     for name, matches in plan.notify.items():
         args = [sc.Arg(m.index, sc.MASKED_EQ, m.mask, m.value) for m in matches]
-        flt.add_rule(sc.NOTIFY, name, *args)
+        flt.add_rule(sc.NOTIFY, NEW_SYSCALLS.get(name, name), *args)
     flt.load()
     if not plan.notify:
         return None

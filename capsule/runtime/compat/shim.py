@@ -89,6 +89,10 @@ def _apply(plan: dict, sock_fd: int) -> None:
     # mounts first: the filter would send them to a supervisor not yet listening
     if plan.get("protected"):
         _read_only(plan["protected"])
+    # then the capabilities for administering the host, while still root (dropping
+    # needs CAP_SETPCAP) and before the filter (capset may be a notified syscall)
+    if plan.get("drop_caps"):
+        landlock.drop_capabilities(plan["drop_caps"])
     # then the user (--user): still root for the mounts, never root for the command
     if plan.get("user"):
         _become(plan["user"])

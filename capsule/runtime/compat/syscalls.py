@@ -29,6 +29,7 @@ from capsule.lang.model import (
 from capsule.lang.semantics import Decision, decide
 from capsule.runtime.compat.files import enforced
 from capsule.runtime.compat.seccomp import (
+    NEW_SYSCALLS,
     PROT_EXEC,
     PROT_WRITE,
     ArgMatch,
@@ -89,6 +90,46 @@ SYSCALLS: dict[tuple[str, str], dict[str, list[ArgMatch]]] = {
         )
     },
 }
+# File metadata has no Landlock right, so these calls go to the supervisor, which
+# resolves the path they name. Extended attributes count as `file chmod` (an xattr such
+# as security.capability grants privileges, as a mode bit does); setting times counts
+# as `file write`.
+_XATTR = ("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr")
+SYSCALLS[("file", "chmod")] = {
+    n: []
+    for n in ("chmod", "fchmod", "fchmodat", "fchmodat2", *_XATTR)
+    + ("fremovexattr", "setxattrat", "removexattrat")
+}
+SYSCALLS[("file", "chown")] = {n: [] for n in ("chown", "fchown", "lchown", "fchownat")}
+SYSCALLS[("file", "write")] = {
+    n: [] for n in ("utime", "utimes", "futimesat", "utimensat")
+}
+METADATA_OPS = {("file", "chmod"), ("file", "chown"), ("file", "write")}
+
+# Host administration that no policy operation names and no agent needs: denied with
+# EPERM (and recorded) whenever self-protection is on.
+HOST_ADMIN = (
+    "sethostname",
+    "setdomainname",
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "swapon",
+    "swapoff",
+    "acct",
+    "iopl",
+    "ioperm",
+    "quotactl",
+    "lookup_dcookie",
+    "perf_event_open",
+)
+HOST_ADMIN_OWNER = ("system", "host-admin")
+HOST_ADMIN_RULE = "builtin:host-admin"
+
 # clone with a CLONE_NEW* flag: one filter entry per flag, as the filter can only
 # compare masked values for equality
 SYSCALLS[("namespace", "clone")] = {
@@ -117,7 +158,9 @@ def static_verdict(policy: Policy, area: str, op: str) -> Decision:
     return decide(policy, Event(area, op, {}))
 
 
-def filter_plan(policy: Policy) -> tuple[FilterPlan, dict[str, tuple[str, str]]]:
+def filter_plan(
+    policy: Policy, host_admin: bool = False
+) -> tuple[FilterPlan, dict[str, tuple[str, str]]]:
     """The seccomp filter for the ops that have rules, and syscall -> (area, op).
 
     Every syscall that a rule may deny goes to the supervisor, even when its verdict
@@ -140,6 +183,10 @@ def filter_plan(policy: Policy) -> tuple[FilterPlan, dict[str, tuple[str, str]]]
         # clone3 passes its flags in memory that a filter cannot read: make the C
         # library fall back to clone, whose flags the filter sees
         plan.errno["clone3"] = errno.ENOSYS
+    if host_admin:
+        for name in HOST_ADMIN:  # notified, not an errno: the denial is recorded
+            owner[name] = HOST_ADMIN_OWNER
+            plan.notify[name] = []
     return plan, owner
 
 
@@ -234,10 +281,80 @@ def fileless_target(syscall: str, note: Notification) -> str | None:
     return None
 
 
+_AT_FDCWD = 0xFFFFFF9C  # -100 as the 32-bit int the kernel reads
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+# syscall -> (dirfd argument, or None: relative to the cwd; path argument, or None:
+# the fd form; flags argument, or None; follows a final symbolic link by default)
+_METADATA_ARGS = {
+    "chmod": (None, 0, None, True),
+    "fchmod": (0, None, None, True),
+    "fchmodat": (0, 1, None, True),
+    "fchmodat2": (0, 1, 3, True),
+    "chown": (None, 0, None, True),
+    "lchown": (None, 0, None, False),
+    "fchown": (0, None, None, True),
+    "fchownat": (0, 1, 4, True),
+    "utime": (None, 0, None, True),
+    "utimes": (None, 0, None, True),
+    "futimesat": (0, 1, None, True),
+    "utimensat": (0, 1, 3, True),
+    "setxattr": (None, 0, None, True),
+    "lsetxattr": (None, 0, None, False),
+    "fsetxattr": (0, None, None, True),
+    "removexattr": (None, 0, None, True),
+    "lremovexattr": (None, 0, None, False),
+    "fremovexattr": (0, None, None, True),
+    "setxattrat": (0, 1, 2, True),
+    "removexattrat": (0, 1, 2, True),
+}
+
+
+def _fd_path(pid: int, fd: int) -> str | None:
+    """The path behind the caller's descriptor (its cwd for AT_FDCWD)."""
+    fd &= 0xFFFFFFFF
+    link = f"/proc/{pid}/cwd" if fd == _AT_FDCWD else f"/proc/{pid}/fd/{fd}"
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    return target.removesuffix(" (deleted)")
+
+
+def metadata_paths(syscall: str, note: Notification) -> list[str] | None:
+    """The file a chmod/chown/utime/xattr call changes: as named, and with its
+    symbolic links resolved (both are decided; the stronger verdict wins)."""
+    dirfd_arg, path_arg, flags_arg, follow = _METADATA_ARGS[syscall]
+    a, pid = note.args, note.pid
+    name = ""
+    if path_arg is not None and a[path_arg]:
+        name = read_string(pid, a[path_arg])
+        if name is None:
+            return None
+    if not name:  # the fd form, a NULL path (utimensat) or AT_EMPTY_PATH
+        target = _fd_path(pid, a[dirfd_arg]) if dirfd_arg is not None else None
+        return [target] if target else None
+    base = _fd_path(pid, _AT_FDCWD if dirfd_arg is None else a[dirfd_arg])
+    if base is None:
+        return None
+    named = os.path.normpath(os.path.join(base, name))
+    if flags_arg is not None and a[flags_arg] & _AT_SYMLINK_NOFOLLOW:
+        follow = False
+    if follow:
+        resolved = os.path.realpath(os.path.join(base, name))
+    else:
+        head, tail = os.path.split(os.path.join(base, name))
+        resolved = os.path.join(os.path.realpath(head), tail)
+    return list(dict.fromkeys([named, resolved]))
+
+
 def _fields(syscall: str, note: Notification) -> list[dict] | None:
     """The policy fields of the call; one dict per value the call sets; None when the
     arguments cannot be read (then only rules without objects can allow it)."""
     a, pid = note.args, note.pid
+    if syscall in _METADATA_ARGS:
+        paths = metadata_paths(syscall, note)
+        return None if paths is None else [{"path": p} for p in paths]
     if syscall == "mount":
         return [
             {
@@ -289,10 +406,17 @@ def make_decider(
     """The supervisor's callback: decide, report the event, answer the kernel."""
     from capsule.runtime.names import syscall_name
 
+    by_number = {nr: name for name, nr in NEW_SYSCALLS.items()}
+
     def decide_one(note: Notification) -> int | None:
-        syscall = syscall_name(note.nr)
+        syscall = by_number.get(note.nr) or syscall_name(note.nr)
         area, op = owner.get(syscall, ("system", "?"))
-        verdict = _decide(policy, area, op, syscall, note)
+        if (area, op) == HOST_ADMIN_OWNER:
+            verdict = Verdict(
+                _base(area, op, syscall, note), Effect.DENY, HOST_ADMIN_RULE
+            )
+        else:
+            verdict = _decide(policy, area, op, syscall, note)
         if verdict.effect is not Effect.ALLOW:
             report(verdict)
         if verdict.effect is Effect.KILL:
@@ -302,21 +426,25 @@ def make_decider(
     return decide_one
 
 
-def _decide(
-    policy: Policy, area: str, op: str, syscall: str, note: Notification
-) -> Verdict:
-    exe = _exe(note.pid)
+def _base(area: str, op: str, syscall: str, note: Notification) -> dict:
+    """The event keys every supervisor decision carries."""
     _, uid = _ppid_uid(note.pid)
-    base = {
+    return {
         "area": area,
         "op": op,
         "pid": note.pid,
         "syscall": syscall,
-        "exe": exe,
+        "exe": _exe(note.pid),
         "uid": uid,
         "comm": _comm(note.pid),
     }
-    subject = dict(exe=exe, ancestors=_ancestors(note.pid), uid=uid)
+
+
+def _decide(
+    policy: Policy, area: str, op: str, syscall: str, note: Notification
+) -> Verdict:
+    base = _base(area, op, syscall, note)
+    subject = dict(exe=base["exe"], ancestors=_ancestors(note.pid), uid=base["uid"])
     if op == "fileless-exec":
         target = fileless_target(syscall, note)
         if target is None:
