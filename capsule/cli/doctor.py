@@ -12,7 +12,7 @@ from capsule.cli.main import app
 
 @app.command()
 def doctor(
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with a `checks` list."),
 ) -> None:
     """Probe the kernel by loading tiny BPF programs; exit 0 if tracing works."""
     from capsule.runtime import doctor as probes

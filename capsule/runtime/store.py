@@ -124,8 +124,10 @@ class RunStore:
             )
             db.execute(f"PRAGMA user_version={STORE_VERSION}")
         except (OSError, sqlite3.Error) as err:
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else err
             raise CapsuleError(
-                f"failed to create run store {directory}: {err}"
+                f"failed to create run store {directory}: {cause}",
+                hint="pass -o a directory that can be created or already exists",
             ) from err
         self._writer = _Writer(db, jsonl_file)
         self._writer.start()
@@ -210,7 +212,10 @@ class RunReader:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             self._db.execute("SELECT 1 FROM events LIMIT 1").fetchall()
         except sqlite3.Error as err:
-            raise CapsuleError(f"failed to open run {path}: {err}") from err
+            raise CapsuleError(
+                f"failed to open run {path}: not a Capsule run store ({err})",
+                hint="pass the run.db written by `capsule trace -o DIR`",
+            ) from err
         if version != STORE_VERSION:
             raise CapsuleError(
                 f"failed to open run {path}: store version {version}, "
