@@ -1033,8 +1033,8 @@ def risky_evidence(chosen: list[Pair]) -> list[Pair]:
     for pair in chosen:
         if not pair.label or pair.scenario in _DUAL_NAMES:
             continue
-        tokens = pair.window.tokens
-        kept = [(e, t) for e, t in zip(pair.window.events, tokens) if _EVIDENCE.match(t)]
+        both = zip(pair.window.events, pair.window.tokens)
+        kept = [(e, t) for e, t in both if _EVIDENCE.match(t)]
         events = [e for e, _ in kept]
         # traffic alone (a beacon, a datagram) is too weak to call risky without
         # what came before it: metrics and fetches send too

@@ -168,7 +168,10 @@ def train_events(
     by_split["train"] += scenarios.risky_evidence(by_split["train"])
     log.info("scenario pairs: %s", {s: len(v) for s, v in by_split.items()})
 
-    # one token sequence per recording, so that task pairs do not inflate counts
+    # one token sequence per recording, so that task pairs do not inflate counts.
+    # Known flaw, kept so that the shipped model rebuilds byte for byte: the derived
+    # windows share their recording's name, so the LAST window of each recording wins
+    # (a 60-event slice, or the evidence window), not the whole one (docs/ml.md)
     train_events = {p.recording: p.window for p in by_split["train"]}
     spec = FeatureSpec.fit(
         (FeatureSpec("events", ()).tokens(w) for w in train_events.values()),
