@@ -347,7 +347,7 @@ class CompatRun:
         )
         previous: dict = {}
         try:
-            previous = {}
+            previous = self._catch_exit_signals()
             if classifier is not None:
                 self._start_escalation(classifier)
             self._run(compat)
@@ -382,7 +382,7 @@ class CompatRun:
         if self.bpf is not None and cgroup2_root() is not None:
             sockguard, denials = self.bpf
             self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
-            self.watchdog = None
+            self.watchdog = _start_watchdog(self.cgroup)
             if compat.network is not None:
                 self.net = sockguard.SockGuard(
                     compat.network, self.cgroup, self._report
@@ -399,6 +399,11 @@ class CompatRun:
                 from capsule.runtime.compat.observe import Observer
 
                 self.observer = Observer(self.cgroup.path, compat.policy)
+        else:
+            log.warning(
+                "no agent cgroup: if capsule is killed (SIGKILL), CMD keeps running "
+                "with Landlock only; mount cgroup2 and let BPF load to guard it"
+            )
         plan_fd = _plan_memfd(compat.child_plan())
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(child_sock.fileno(), True)

@@ -87,8 +87,15 @@ def load_filter(plan: FilterPlan) -> int | None:
     for name, err in plan.errno.items():
         flt.add_rule(sc.ERRNO(err), NEW_SYSCALLS.get(name, name))
     for name, matches in plan.notify.items():
-        args = [sc.Arg(m.index, sc.MASKED_EQ, m.mask, m.value) for m in matches]
-        flt.add_rule(sc.NOTIFY, NEW_SYSCALLS.get(name, name), *args)
+        # the matches are alternatives (any one notifies): one filter rule each, as
+        # the arguments of a single rule must all match
+        number = NEW_SYSCALLS.get(name, name)
+        if not matches:
+            flt.add_rule(sc.NOTIFY, number)
+        for m in matches:
+            flt.add_rule(
+                sc.NOTIFY, number, sc.Arg(m.index, sc.MASKED_EQ, m.mask, m.value)
+            )
     flt.load()
     if not plan.notify:
         return None

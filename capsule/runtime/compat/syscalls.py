@@ -348,6 +348,26 @@ def metadata_paths(syscall: str, note: Notification) -> list[str] | None:
     return list(dict.fromkeys([named, resolved]))
 
 
+# where the new mode, owner or attribute name is, for the timeline
+_MODE_ARG = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2}
+_OWNER_ARGS = {"chown": 1, "fchown": 1, "lchown": 1, "fchownat": 2}
+_XATTR_NAME_ARG = {"setxattrat": 3, "removexattrat": 3}
+
+
+def metadata_details(syscall: str, note: Notification) -> dict:
+    """The new mode, owner or the attribute's name: what the call would change."""
+    a = note.args
+    if syscall in _MODE_ARG:
+        return {"arg": a[_MODE_ARG[syscall]] & 0o7777}
+    if syscall in _OWNER_ARGS:
+        i = _OWNER_ARGS[syscall]
+        uid, gid = (v & 0xFFFFFFFF for v in a[i : i + 2])
+        return {"owner_uid": uid, "owner_gid": gid}  # 4294967295: unchanged
+    if "xattr" in syscall:
+        return {"xattr": read_string(note.pid, a[_XATTR_NAME_ARG.get(syscall, 1)])}
+    return {}
+
+
 def _fields(syscall: str, note: Notification) -> list[dict] | None:
     """The policy fields of the call; one dict per value the call sets; None when the
     arguments cannot be read (then only rules without objects can allow it)."""
@@ -444,6 +464,8 @@ def _decide(
     policy: Policy, area: str, op: str, syscall: str, note: Notification
 ) -> Verdict:
     base = _base(area, op, syscall, note)
+    if syscall in _METADATA_ARGS:
+        base |= metadata_details(syscall, note)
     subject = dict(exe=base["exe"], ancestors=_ancestors(note.pid), uid=base["uid"])
     if op == "fileless-exec":
         target = fileless_target(syscall, note)
