@@ -100,9 +100,7 @@ def test_coverage_line(tmp_path, rule, status, mechanism, note):
 
 def test_require_full_sees_only_blocking_audit_only_lines(tmp_path):
     path = tmp_path / "p.cap"
-    path.write_text(
-        "deny process fork\naudit file read /etc/**\ndeny system mount\n"
-    )
+    path.write_text("deny process fork\naudit file read /etc/**\ndeny system mount\n")
     policy, _ = load_policy([str(path)])
     report = build_plan(policy, Options(abi=7)).report
     assert [line.ref for line in report.audit_only_denials()] == [f"{path}:1"]
