@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lsm_harness import HERE, ROOT, compile_bpf, guest_job, probe_results
+from lsm_harness import HERE, compile_bpf, guest_job, probe_results
 
 from capsule.runtime import vm
 
@@ -24,8 +24,9 @@ def _deny_inode(workdir: Path, loader: Path) -> vm.GuestCommand:
 @guest_job("guest_facts")
 def _guest_facts(workdir: Path, loader: Path) -> vm.GuestCommand:
     # the scratch dir must be writable, the host share must not be (vng only overlays
-    # /tmp, /etc, /var and a few more with writable layers)
-    probe = ROOT / ".capsule-guest-write-probe"
+    # /tmp, /etc, /var and a few more with writable layers, so probe the share's root:
+    # the checkout itself may live under /tmp)
+    probe = Path("/.capsule-guest-write-probe")
     check = f"touch /run/capsule/w && ! touch {probe} 2>/dev/null && echo rw-ok"
     return vm.GuestCommand("guest_facts", ["sh", "-c", check])
 
