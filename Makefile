@@ -48,6 +48,11 @@ demo: setup
 	@echo "== capsule enforce: a misbehaving agent under examples/policies/coding-agent.cap =="
 	examples/policies/enforce-demo.sh $(BUILD)/demo-enforce $(BIN)/capsule
 
+# the same enforcement demo in the LSM VM (Debian's 6.1 kernel), with --backend lsm
+demo-lsm: setup
+	@echo "== capsule enforce --backend lsm: the misbehaving agent in the LSM VM =="
+	$(BIN)/python examples/policies/enforce_demo_lsm.py $(BUILD)/demo-lsm
+
 bench: setup
 	$(BIN)/python -m benchmarks
 

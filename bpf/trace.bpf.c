@@ -6,10 +6,13 @@
  * instruction, and sched_process_exit removes the process. With targ_cgroup set, the
  * scope is the cgroup in `scope_cgroup` and its descendants instead.
  *
- * Syscalls. raw_tp/sys_enter keeps the arguments of the syscalls we care about per thread
- * (`stash`); raw_tp/sys_exit tail-calls the handler for that syscall, which then sees both
+ * Syscalls. tp_btf/sys_enter keeps the arguments of the syscalls we care about per thread
+ * (`stash`); tp_btf/sys_exit tail-calls the handler for that syscall, which then sees both
  * the arguments and the result, and can read the fd the kernel just installed. Handlers
- * are separate programs so that each one is verified on its own.
+ * are separate programs so that each one is verified on its own. Opens, the commonest by
+ * far, are taken at sys_exit only, and repeats of a thread's last open are folded into a
+ * count (struct fold). BTF tracepoints rather than raw ones: their pt_regs is a typed
+ * pointer, read with plain loads instead of a probe-read helper call per field.
  *
  * Nothing is lost silently: a failed ring-buffer reservation increments `drops`, and a cut
  * string or path sets CAPSULE_F_TRUNCATED in the event.
@@ -32,6 +35,7 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile bool targ_cgroup = false; /* scope is scope_cgroup, not `tracked` */
 const volatile u32 targ_self = 0;	 /* Capsule's own pid, never in scope */
 const volatile u32 targ_wakeup_bytes = 0; /* see submit(); 0: wake for every record */
+const volatile u64 targ_fold_ns = 0;	  /* see struct fold; 0: every open is an event */
 
 #define O_WRONLY 01
 #define O_RDWR 02
@@ -53,12 +57,38 @@ const volatile u32 targ_wakeup_bytes = 0; /* see submit(); 0: wake for every rec
 #define CLONE_NEWTIME 0x80
 #define TS_COMPAT 0x0002 /* thread_info.status: in a 32-bit syscall */
 
+/*
+ * The last open event a thread sent, and how many identical opens it made since. A
+ * thread that opens the same file with the same flags and gets the same fd again within
+ * targ_fold_ns of that event sends no event for it: the count is sent as one repeat
+ * event when the run ends (see end_fold).
+ */
+struct fold {
+	u64 dentry; /* with the inode: a dentry made negative and positive again is new */
+	u64 inode;
+	u64 mnt;
+	u64 first_ns; /* ts_ns of the event that started the run */
+	u64 last_ns;
+	u32 flags;
+	u32 nr;
+	s32 fd;
+	u32 kind;
+	u32 count; /* opens folded into the run, not sent yet */
+	u32 _pad;
+};
+
+/* one syscall's number and arguments, kept from sys_enter for its sys_exit */
 struct stash {
 	u64 args[6];
 	u32 nr;
 	u32 euid;
-	u32 live; /* 0 once sys_exit has taken it */
+};
+
+struct thread_state {
+	struct stash call;
+	u32 live; /* 0 once sys_exit has taken the call */
 	u32 _pad;
+	struct fold fold;
 };
 
 struct {
@@ -90,7 +120,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct stash);
+	__type(value, struct thread_state);
 } stash SEC(".maps");
 
 struct {
@@ -99,6 +129,15 @@ struct {
 	__type(key, u32);
 	__type(value, u64);
 } drops SEC(".maps");
+
+/* opens folded and not yet sent in a repeat event; per CPU, so one CPU's value can be
+ * negative: only the sum means something */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, s64);
+} unsent_folds SEC(".maps");
 
 /* never used at run time: makes the object's BTF describe every event layout */
 struct {
@@ -126,13 +165,27 @@ static __always_inline bool in_scope(void)
 	return tgid_tracked(tgid);
 }
 
-static __always_inline void count_drop(void)
+static __always_inline void count_drops(u64 n)
 {
 	u32 zero = 0;
 	u64 *count = bpf_map_lookup_elem(&drops, &zero);
 
 	if (count)
-		*count += 1;
+		*count += n;
+}
+
+static __always_inline void count_drop(void)
+{
+	count_drops(1);
+}
+
+static __always_inline void count_unsent(s64 n)
+{
+	u32 zero = 0;
+	s64 *count = bpf_map_lookup_elem(&unsent_folds, &zero);
+
+	if (count)
+		*count += n;
 }
 
 static __always_inline void fill_hdr(struct capsule_hdr *h, u16 kind, u32 size)
@@ -244,23 +297,29 @@ static __always_inline void fd_path(struct capsule_hdr *h, char *dir, long fd)
 		h->flags |= CAPSULE_F_TRUNCATED;
 }
 
+/* the current thread's state, or NULL when it has none yet */
+static __always_inline struct thread_state *thread_state(void)
+{
+	return bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0, 0);
+}
+
 /* the current thread's syscall stashed at sys_enter, or NULL */
 static __always_inline struct stash *pending_stash(void)
 {
-	struct stash *s = bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0, 0);
+	struct thread_state *t = thread_state();
 
-	return s && s->live ? s : NULL;
+	return t && t->live ? &t->call : NULL;
 }
 
 static __always_inline int take_stash(struct stash *s)
 {
-	struct stash *p = pending_stash();
+	struct thread_state *t = thread_state();
 
-	if (!p)
+	if (!t || !t->live)
 		return -1;
 
-	*s = *p;
-	p->live = 0;
+	*s = t->call;
+	t->live = 0;
 	return 0;
 }
 
@@ -316,6 +375,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 static __always_inline void emit_creds(struct stash *s, long ret, u16 kind);
+static __always_inline void end_fold(struct thread_state *t);
 
 static __always_inline void exec_extra_events(struct ev_exec *ev, bool fileless, bool setid)
 {
@@ -361,6 +421,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	len = BPF_CORE_READ(p, mm, arg_end) - BPF_CORE_READ(p, mm, arg_start);
 	euid = BPF_CORE_READ(p, cred, euid.val);
 	s = pending_stash();
+	if (s && s->nr != __NR_execve && s->nr != __NR_execveat)
+		s = NULL; /* sys_enter kept the euid of exec syscalls only */
 	setid = BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec);
 	ev = reserve(sizeof(*ev), CK_PROC_EXEC);
 	if (!ev)
@@ -406,8 +468,12 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 {
 	u32 tgid = BPF_CORE_READ(task, tgid);
+	struct thread_state *t = thread_state();
 	struct ev_exit *ev;
 
+	/* every exiting thread (this runs in it) sends the count of its folded opens */
+	if (t && t->fold.count)
+		end_fold(t);
 	/* a thread that dies inside a syscall never reaches sys_exit; its stash goes
 	 * with its task storage */
 	if (!group_dead || !in_scope())
@@ -476,40 +542,145 @@ static __always_inline bool traced_syscall(long nr)
 	return false;
 }
 
-SEC("raw_tp/sys_enter")
+static __always_inline bool is_open(u32 nr)
+{
+	return nr == __NR_open || nr == __NR_creat || nr == __NR_openat || nr == __NR_openat2;
+}
+
+/* --- folding repeated opens (struct fold) ------------------------------------------------ */
+
+/* send the run's count, if any, and forget the open it repeats */
+static __always_inline void end_fold(struct thread_state *t)
+{
+	struct fold *fo = &t->fold;
+	u32 count = fo->count;
+	struct ev_repeat *ev;
+
+	fo->dentry = 0;
+	fo->count = 0;
+	if (!count)
+		return;
+
+	count_unsent(-(s64)count);
+	ev = reserve(sizeof(*ev), CK_FILE_REPEAT);
+	if (!ev) {
+		count_drops(count - 1); /* reserve() counted one: each folded open is one */
+		return;
+	}
+	ev->ret = fo->fd;
+	ev->syscall = fo->nr;
+	ev->fd = fo->fd;
+	ev->open_flags = fo->flags;
+	ev->count = count;
+	ev->first_ns = fo->first_ns;
+	ev->last_ns = fo->last_ns;
+	submit(ev);
+}
+
+/*
+ * True when this successful open repeats the thread's last open event (same file, mount,
+ * flags, syscall, fd and kind) within targ_fold_ns of it: it is counted, not sent. Any
+ * other open ends the run first, so the repeat event comes before the new open's event.
+ * This skips the ring record, the header and the path walk, which are most of an open's
+ * cost, and spares user space an event that says nothing new.
+ */
+static __always_inline bool fold_open(struct thread_state *t, u32 nr, long fd, u32 flags,
+				      u16 kind, struct file_facts *f)
+{
+	struct fold *fo = &t->fold;
+	u64 now;
+
+	if (!fo->dentry)
+		return false;
+	if (fo->dentry == (u64)f->path.dentry && fo->inode == (u64)f->inode &&
+	    fo->mnt == (u64)f->path.mnt && fo->flags == flags && fo->nr == nr &&
+	    fo->fd == fd && fo->kind == kind) {
+		now = bpf_ktime_get_ns();
+		if (now - fo->first_ns < targ_fold_ns) {
+			fo->count++;
+			fo->last_ns = now;
+			count_unsent(1);
+			return true;
+		}
+	}
+	end_fold(t);
+	return false;
+}
+
+/* after an open's event was sent: later identical opens fold into it */
+static __always_inline void start_fold(struct thread_state *t, u32 nr, long fd, u32 flags,
+				       u16 kind, struct file_facts *f, u64 ts)
+{
+	struct fold *fo = &t->fold;
+
+	fo->dentry = (u64)f->path.dentry;
+	fo->inode = (u64)f->inode;
+	fo->mnt = (u64)f->path.mnt;
+	fo->first_ns = ts;
+	fo->last_ns = ts;
+	fo->flags = flags;
+	fo->nr = nr;
+	fo->fd = fd;
+	fo->kind = kind;
+	fo->count = 0;
+}
+
+/*
+ * The x86-64 syscall arguments: rdi, rsi, rdx, r10, r8, r9. In a tp_btf program the
+ * tracepoint's pt_regs is a typed pointer, read with plain loads rather than one
+ * probe-read helper call per register.
+ */
+static __always_inline void syscall_args(struct pt_regs *regs, u64 *args)
+{
+	args[0] = regs->di;
+	args[1] = regs->si;
+	args[2] = regs->dx;
+	args[3] = regs->r10;
+	args[4] = regs->r8;
+	args[5] = regs->r9;
+}
+
+/* a 32-bit (int 0x80) syscall numbers differently: never mistake one for another */
+static __always_inline bool compat_syscall(void)
+{
+	return bpf_get_current_task_btf()->thread_info.status & TS_COMPAT;
+}
+
+/* the current thread's state, created if needed; NULL (counted as a drop) if it cannot be */
+static __always_inline struct thread_state *new_call(void)
+{
+	struct thread_state *t = bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (!t) {
+		count_drop(); /* the event this syscall would have made is lost: say so */
+		return NULL;
+	}
+	if (t->live)
+		count_drop(); /* the last one's sys_exit never took it: that event is lost */
+	return t;
+}
+
+SEC("tp_btf/sys_enter")
 int handle_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (void *)ctx->args[0];
-	struct task_struct *task;
 	long nr = ctx->args[1];
-	struct stash *s;
+	struct thread_state *t;
 
-	if (!traced_syscall(nr) || !in_scope())
+	/* an open needs nothing from its entry: sys_exit finds its arguments in regs */
+	if (!traced_syscall(nr) || is_open(nr) || !in_scope() || compat_syscall())
 		return 0;
-	/* a 32-bit (int 0x80) syscall numbers differently: never mistake one for another */
-	task = (void *)bpf_get_current_task();
-	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT)
+	t = new_call();
+	if (!t)
 		return 0;
 
-	s = bpf_task_storage_get(&stash, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s) {
-		count_drop(); /* the event this syscall would have made is lost: say so */
-		return 0;
-	}
-	if (s->live)
-		count_drop(); /* the last one's sys_exit never took it: that event is lost */
-
-	/* x86-64 syscall arguments: rdi, rsi, rdx, r10, r8, r9 */
-	s->nr = nr;
-	s->euid = BPF_CORE_READ(task, cred, euid.val);
-	s->args[0] = BPF_CORE_READ(regs, di);
-	s->args[1] = BPF_CORE_READ(regs, si);
-	s->args[2] = BPF_CORE_READ(regs, dx);
-	s->args[3] = BPF_CORE_READ(regs, r10);
-	s->args[4] = BPF_CORE_READ(regs, r8);
-	s->args[5] = BPF_CORE_READ(regs, r9);
-	s->live = 1;
+	t->call.nr = nr;
+	/* only an exec compares the euid before and after (handle_exec) */
+	if (nr == __NR_execve || nr == __NR_execveat)
+		t->call.euid = BPF_CORE_READ(bpf_get_current_task_btf(), cred, euid.val);
+	syscall_args(regs, t->call.args);
+	t->live = 1;
 	return 0;
 }
 
@@ -578,17 +749,43 @@ struct {
 	},
 };
 
-SEC("raw_tp/sys_exit")
+SEC("tp_btf/sys_exit")
 int handle_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct stash *s = pending_stash();
+	struct pt_regs *regs = (void *)ctx->args[0];
+	long nr = regs->orig_ax;
+	struct thread_state *t;
 
-	if (!s)
+	if (!traced_syscall(nr))
 		return 0;
+	/*
+	 * The argument registers are as the syscall left them, which for an open is as it
+	 * found them: its arguments are taken here, so the open itself costs sys_enter no
+	 * more than an untraced syscall does (one switch).
+	 */
+	if (is_open(nr)) {
+		if (!in_scope() || compat_syscall())
+			return 0;
+		t = new_call();
+		if (!t)
+			return 0;
+		t->call.nr = nr;
+		syscall_args(regs, t->call.args);
+		t->live = 1;
+		bpf_tail_call(ctx, &exit_progs, nr);
+		t->live = 0;
+		return 0;
+	}
+	t = thread_state();
+	if (!t || !t->live)
+		return 0;
+	/* any other traced syscall ends a run of folded opens: its count is sent first */
+	if (t->fold.dentry && !is_open(t->call.nr))
+		end_fold(t);
 
-	bpf_tail_call(ctx, &exit_progs, s->nr);
+	bpf_tail_call(ctx, &exit_progs, t->call.nr);
 	/* no handler (clone, execve): the entry only fed the fork/exec hooks */
-	s->live = 0;
+	t->live = 0;
 	return 0;
 }
 
@@ -612,19 +809,23 @@ static __always_inline u16 open_kind(u32 flags, u32 fmode, u32 imode)
  * A successful open is named by walking the new fd's struct file, so dirfd- and
  * cwd-relative opens show the path the kernel resolved; a failed one by its name.
  */
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_open(struct bpf_raw_tracepoint_args *ctx)
 {
 	long ret = ctx->args[1], dfd = AT_FDCWD;
-	u32 fmode = 0, imode = 0, rdev = 0;
+	struct thread_state *t = thread_state();
+	struct file_facts f = {};
 	struct file *file = NULL;
 	const void *uname;
 	struct ev_open *ev;
 	struct stash s;
-	u64 flags, ino = 0;
+	u64 flags, ts;
+	u16 kind;
 
-	if (take_stash(&s))
+	if (!t || !t->live)
 		return 0;
+	s = t->call;
+	t->live = 0;
 
 	flags = s.args[1];
 	uname = (void *)s.args[0];
@@ -640,36 +841,42 @@ int exit_open(struct bpf_raw_tracepoint_args *ctx)
 	if (ret >= 0)
 		file = fd_file(ret);
 	if (file) {
-		fmode = BPF_CORE_READ(file, f_mode);
-		struct inode *inode = BPF_CORE_READ(file, f_inode); /* read once, not thrice */
-
-		imode = BPF_CORE_READ(inode, i_mode);
-		rdev = BPF_CORE_READ(inode, i_rdev);
-		ino = BPF_CORE_READ(inode, i_ino);
+		file_facts(file, &f);
+		/* a fold repeats a file it already opened, never a device: the inode can wait */
+		kind = open_kind(flags, f.fmode, 0);
+		if (targ_fold_ns && fold_open(t, s.nr, ret, flags, kind, &f))
+			return 0;
+		inode_facts(&f);
 	}
+	kind = open_kind(flags, f.fmode, f.imode);
+	if (!file || kind == CK_DEV_OPEN)
+		end_fold(t); /* a failed or device open is never folded: it ends the run */
 
-	ev = reserve(sizeof(*ev), open_kind(flags, fmode, imode));
+	ev = reserve(sizeof(*ev), kind);
 	if (!ev)
 		return 0;
+	ts = ev->hdr.ts_ns;
 	ev->ret = ret;
 	ev->syscall = s.nr;
 	ev->fd = ret;
 	ev->open_flags = flags;
-	ev->mode = imode;
-	ev->major = rdev >> 20;
-	ev->minor = rdev & 0xfffff;
-	ev->fmode = fmode;
+	ev->mode = f.imode;
+	ev->major = f.rdev >> 20;
+	ev->minor = f.rdev & 0xfffff;
+	ev->fmode = f.fmode;
 	ev->_pad1 = 0;
-	ev->ino = ino;
+	ev->ino = f.ino;
 	ev->name[0] = 0;
 	ev->dir[0] = 0;
 	if (file) {
-		if (file_path(file, ev->dir))
+		if (path_to_string(f.path.dentry, f.path.mnt, ev->dir))
 			ev->hdr.flags |= CAPSULE_F_TRUNCATED;
 	} else {
 		name_at(&ev->hdr, ev->dir, ev->name, dfd, uname);
 	}
 	submit(ev);
+	if (file && targ_fold_ns && kind != CK_DEV_OPEN)
+		start_fold(t, s.nr, ret, flags, kind, &f, ts);
 	return 0;
 }
 
@@ -748,7 +955,7 @@ static __always_inline bool decode_file_op(struct stash *s, struct file_op *op)
 	return true;
 }
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_file(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct file_op op = {};
@@ -777,7 +984,7 @@ int exit_file(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* two names: rename, link, symlink (whose first name is content, not resolved), pivot_root */
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_file2(struct bpf_raw_tracepoint_args *ctx)
 {
 	long dfd = AT_FDCWD, new_dfd = AT_FDCWD;
@@ -837,7 +1044,7 @@ int exit_file2(struct bpf_raw_tracepoint_args *ctx)
 /* --- devices ---------------------------------------------------------------------------- */
 
 /* ioctl on a character or block device; ioctls on sockets, pipes and files are not events */
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_ioctl(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct ev_ioctl *ev;
@@ -980,7 +1187,7 @@ static __always_inline void sockaddr_from_sock(struct ev_sock *ev, struct sock *
 }
 
 /* connect, bind, listen, accept and addressed sends on IPv4, IPv6 and unix sockets */
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_sock(struct bpf_raw_tracepoint_args *ctx)
 {
 	long ret = ctx->args[1];
@@ -1060,7 +1267,7 @@ static __always_inline void emit_creds(struct stash *s, long ret, u16 kind)
 }
 
 /* the ids asked for are in arg0..arg2; new_* are the credentials after the call */
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_creds(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct stash s;
@@ -1088,7 +1295,7 @@ int exit_creds(struct bpf_raw_tracepoint_args *ctx)
 #define BPF_MAP_CREATE_CMD 0
 #define BPF_PROG_LOAD_CMD 5
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_mem(struct bpf_raw_tracepoint_args *ctx)
 {
 	long ret = ctx->args[1], fd = -1;
@@ -1176,7 +1383,7 @@ static __always_inline bool ptrace_writes(u64 request)
 	return false;
 }
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_ipc(struct bpf_raw_tracepoint_args *ctx)
 {
 	long ret = ctx->args[1];
@@ -1260,7 +1467,7 @@ int exit_ipc(struct bpf_raw_tracepoint_args *ctx)
 
 /* --- system ----------------------------------------------------------------------------- */
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_mount(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct ev_mount *ev;
@@ -1286,7 +1493,7 @@ int exit_mount(struct bpf_raw_tracepoint_args *ctx)
 
 /* --- namespaces and limits ----------------------------------------------------------------- */
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_ns(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct rlimit lim = {};
@@ -1349,7 +1556,7 @@ static __always_inline s32 pidfd_pid(long fd)
 	return BPF_CORE_READ(pid, numbers[0].nr);
 }
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_signal(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct ev_signal *ev;
@@ -1378,7 +1585,7 @@ int exit_signal(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tp")
+SEC("tp_btf/sys_exit")
 int exit_setsid(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct ev_simple *ev;

@@ -154,20 +154,86 @@ static __always_inline bool path_to_string(struct dentry *dentry, struct vfsmoun
 	return !w.done;
 }
 
-/* the struct file behind fd in the current task, or NULL */
+/*
+ * Several fields of one kernel object in one probe read. Each BPF_CORE_READ is a helper
+ * call, and on a syscall storm they are most of a handler's cost: where the fields lie in
+ * the first SPAN_BYTES of the object, one read of that span replaces them. The offsets
+ * are relocated at load time, so the verifier sees constants and keeps one branch.
+ */
+#define SPAN_BYTES 96
+#define IN_SPAN(type, field)                                                                   \
+	(bpf_core_field_offset(type, field) + bpf_core_field_size(type, field) <= SPAN_BYTES)
+#define SPAN_FIELD(span, type, field, ctype)                                                   \
+	(*(ctype *)((void *)(span) + bpf_core_field_offset(type, field)))
+
+/*
+ * The struct file behind fd in the current task, or NULL. The task from
+ * bpf_get_current_task_btf() is a typed pointer: the verifier lets the program load
+ * task->files->fdt and its fields directly (a fault reads as 0), where each probe read
+ * would be a helper call. Only the fd array, a pointer to pointers, needs one.
+ */
 static __always_inline struct file *fd_file(long fd)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	u32 max = BPF_CORE_READ(fdt, max_fds);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	struct fdtable *fdt;
+	struct file **fds;
 	struct file *file = NULL;
 
-	if (fd < 0 || fd >= max)
+	if (!files)
+		return NULL;
+	fdt = files->fdt;
+	if (!fdt || fd < 0 || fd >= fdt->max_fds)
 		return NULL;
 
+	fds = fdt->fd;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	return file;
+}
+
+/* what an open reports about its file: two probe reads where there were six */
+struct file_facts {
+	struct path path;
+	struct inode *inode;
+	u64 ino;
+	u32 fmode;
+	u32 imode;
+	u32 rdev;
+};
+
+/* the file's mode, path and inode pointer */
+static __always_inline void file_facts(struct file *file, struct file_facts *f)
+{
+	u64 span[SPAN_BYTES / 8];
+
+	if (IN_SPAN(struct file, f_mode) && IN_SPAN(struct file, f_inode) &&
+	    IN_SPAN(struct file, f_path) && !bpf_probe_read_kernel(span, sizeof(span), file)) {
+		f->fmode = SPAN_FIELD(span, struct file, f_mode, u32);
+		f->inode = SPAN_FIELD(span, struct file, f_inode, struct inode *);
+		f->path = SPAN_FIELD(span, struct file, f_path, struct path);
+	} else {
+		f->fmode = BPF_CORE_READ(file, f_mode);
+		f->inode = BPF_CORE_READ(file, f_inode);
+		f->path = BPF_CORE_READ(file, f_path);
+	}
+}
+
+/* the inode's mode, number and device, after file_facts() */
+static __always_inline void inode_facts(struct file_facts *f)
+{
+	struct inode *inode = f->inode;
+	u64 span[SPAN_BYTES / 8];
+
+	if (IN_SPAN(struct inode, i_mode) && IN_SPAN(struct inode, i_ino) &&
+	    IN_SPAN(struct inode, i_rdev) && !bpf_probe_read_kernel(span, sizeof(span), inode)) {
+		f->imode = SPAN_FIELD(span, struct inode, i_mode, u16);
+		f->ino = SPAN_FIELD(span, struct inode, i_ino, unsigned long);
+		f->rdev = SPAN_FIELD(span, struct inode, i_rdev, u32);
+	} else {
+		f->imode = BPF_CORE_READ(inode, i_mode);
+		f->ino = BPF_CORE_READ(inode, i_ino);
+		f->rdev = BPF_CORE_READ(inode, i_rdev);
+	}
 }
 
 static __always_inline bool file_path(struct file *file, char *out)

@@ -43,6 +43,9 @@ def parse_event(text: str) -> Event:
     subject: dict = {"ancestor": [], "taint": []}
     for position, word in enumerate(rest, start=3):
         _take_word(text, area, word, position, fields, subject)
+    if area == "file" and "path" not in fields:
+        # every file operation is on a path: without one no rule could be matched
+        raise _error(text, f"file {op} needs a path (file OP PATH [FIELD=VALUE ...])")
     return Event(
         area=area,
         op=op,

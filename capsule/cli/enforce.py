@@ -1,6 +1,7 @@
 """`capsule enforce POLICY|ARTIFACT -- CMD`: run CMD with the policy enforced."""
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -50,13 +51,14 @@ def load_policy_or_artifact(source: Path):
 
 
 def _artifact_sources(directory: Path) -> list[str]:
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CapsuleError(f"failed to read artifact {directory}: {err}") from err
-    sources = manifest.get("sources") or []
+    from capsule.codegen import artifact
+
+    # the manifest and the object are checked against each other before any use
+    sources = artifact.load(directory)["sources"]
     if not sources:
-        raise CapsuleError(f"failed to read artifact {directory}: it names no sources")
+        raise CapsuleError(
+            f"failed to read {directory / artifact.MANIFEST}: it names no sources"
+        )
     return list(sources[:1])
 
 
@@ -179,8 +181,10 @@ def enforce(
             "use --user to run CMD as another user",
         )
     caps = runtime.probe()
-    runtime.select_backend(backend, caps)
+    chosen = runtime.select_backend(backend, caps)
     err = _stderr()
+    timeline = Timeline(err)
+    coverage: dict = {}
     request = runtime.EnforceRequest(
         policy=resolved,
         policy_files=files + ([str(policy)] if policy.is_dir() else []),
@@ -194,15 +198,30 @@ def enforce(
         task=task_text,
         models=models,
         run_as=RunAs.lookup(user) if user else None,
-        on_event=Timeline(err).write if live else None,
-        on_coverage=lambda report: err.print(report.render(), markup=False),
+        on_event=timeline.write if live else None,
+        on_start=lambda t0_ns: setattr(timeline, "t0_ns", t0_ns),
+        on_coverage=lambda report: _show_coverage(err, report, coverage),
     )
-    result = runtime.CompatRun(request).run()
+    if chosen == "lsm":
+        from capsule.runtime.lsm import LsmRun
+
+        result = LsmRun(request, policy if policy.is_dir() else None).run()
+    else:
+        result = runtime.CompatRun(request).run()
     if as_json:
-        typer.echo(json.dumps(result.summary(), indent=2))
+        # the JSON keeps every detail of the coverage that the compact report groups
+        typer.echo(json.dumps(result.summary() | coverage, indent=2))
     else:
         _print_summary(err, result.summary())
     raise typer.Exit(result.exit_code)
+
+
+def _show_coverage(err: Console, report, coverage: dict) -> None:
+    """The coverage report before CMD starts: one line per rule, or with `capsule -v`
+    one line per object with every note in full."""
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    err.print(report.render(verbose=verbose), markup=False)
+    coverage["coverage"] = report.to_json()
 
 
 def _task_text(task: str | None, task_file: Path | None) -> str:

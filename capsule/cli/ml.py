@@ -121,7 +121,7 @@ def _print_report(report: dict) -> None:
         typer.echo(f"       recall by group: {recalls}")
         if r["false_positives_by_group"]:
             typer.echo(f"       false positives: {r['false_positives_by_group']}")
-        if not report["data_matches_training"][split]:
+        if report["data_matches_training"][split] is False:
             typer.echo(f"       note: the {split} data differ from the training run's")
 
 

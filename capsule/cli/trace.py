@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from capsule.cli import exitcodes
 from capsule.cli.main import app
 from capsule.errors import CapsuleError
 from capsule.lang.names import AREAS
@@ -58,6 +59,12 @@ def trace(
     buffer_mb: int = typer.Option(
         64, "--buffer-mb", metavar="MB", help="Ring buffer size (a power of two)."
     ),
+    fold: bool = typer.Option(
+        True,
+        "--fold/--no-fold",
+        help="Send a thread's opens that repeat its last open (same file, flags and "
+        "fd, within 100 ms) as one `repeat` event with their count.",
+    ),
 ) -> None:
     """Run CMD, record what its process tree does, and exit with CMD's exit code."""
     from capsule.runtime import session
@@ -75,7 +82,7 @@ def trace(
     run = session.Session(
         list(command),
         directory,
-        _tracer_factory(cgroup, buffer_mb),
+        _tracer_factory(cgroup, buffer_mb, fold),
         run_as=run_as,
         on_event=on_event,
         cgroup=cgroup,
@@ -97,7 +104,7 @@ def _exec_message(result) -> str:
     return "command not found" if result.exit_code == 127 else result.exec_error
 
 
-def _tracer_factory(cgroup: Path | None, buffer_mb: int):
+def _tracer_factory(cgroup: Path | None, buffer_mb: int, fold: bool = True):
     try:
         from capsule.runtime.tracer import Tracer
     except ImportError as err:
@@ -113,7 +120,9 @@ def _tracer_factory(cgroup: Path | None, buffer_mb: int):
             "of two between 1 and 4096"
         )
     return lambda: Tracer(
-        cgroup_path=str(cgroup) if cgroup else None, ring_size=buffer_mb << 20
+        cgroup_path=str(cgroup) if cgroup else None,
+        ring_size=buffer_mb << 20,
+        **({} if fold else {"fold_ns": 0}),
     )
 
 
@@ -197,13 +206,23 @@ def timeline(
             raise CapsuleError(
                 f"failed to filter by area {name!r}: unknown area",
                 hint="one of: " + ", ".join(AREAS),
+                exit_code=exitcodes.USAGE,
             )
     if fmt not in ("text", "jsonl"):
-        raise CapsuleError(f"failed to use format {fmt!r}: expected text or jsonl")
+        raise CapsuleError(
+            f"failed to use format {fmt!r}: expected text or jsonl",
+            exit_code=exitcodes.USAGE,
+        )
+    offsets = [_offset(since, "--since"), _offset(until, "--until")]
+    for number in pid or ():
+        if number <= 0:  # no process has it: the filter would silently match nothing
+            raise CapsuleError(
+                f"failed to filter by --pid {number}: expected a process id above 0",
+                exit_code=exitcodes.USAGE,
+            )
     reader = RunReader(run)
     t0 = reader.meta().get("t0_ns", 0)
-    since_ns = t0 + parse_offset(since, "--since") if since else None
-    until_ns = t0 + parse_offset(until, "--until") if until else None
+    since_ns, until_ns = (t0 + ns if ns is not None else None for ns in offsets)
     pids = sorted(reader.descendants(pid)) if tree and pid else pid
     events = reader.events(areas=area, pids=pids, since_ns=since_ns, until_ns=until_ns)
     if fmt == "jsonl":
@@ -214,6 +233,17 @@ def timeline(
         for event in events:
             out.write(event)
     _warn_drops(reader)
+
+
+def _offset(text: str | None, flag: str) -> int | None:
+    """A time offset option in ns, or None; a bad one is a usage error."""
+    if not text:
+        return None
+    try:
+        return parse_offset(text, flag)
+    except CapsuleError as err:
+        err.exit_code = exitcodes.USAGE
+        raise
 
 
 def _warn_drops(reader: RunReader) -> None:

@@ -104,8 +104,8 @@ def manifest(ir: Ir, arch: str) -> dict:
 
 def _section(hook: str) -> str:
     # file_open and bprm_check_security sleep for bpf_d_path; the others cannot
-    plain = hook.startswith(("socket_", "path_"))
-    return f"lsm/{hook}" if plain else f"{_SLEEPABLE}{hook}"
+    sleeps = hook in ("file_open", "bprm_check_security")
+    return f"{_SLEEPABLE}{hook}" if sleeps else f"lsm/{hook}"
 
 
 def ensure_headers(include: Path) -> Path:
@@ -184,9 +184,85 @@ def check_object(path: Path, manifest: dict) -> list[str]:
 
 
 def _map_symbols(elf: ELFFile) -> set[str]:
-    maps_index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".maps")
+    sections = enumerate(elf.iter_sections())
+    maps_index = next((i for i, s in sections if s.name == ".maps"), None)
     symtab = elf.get_section_by_name(".symtab")
+    if maps_index is None or symtab is None:
+        return set()
     return {sym.name for sym in symtab.iter_symbols() if sym["st_shndx"] == maps_index}
+
+
+# what a manifest must hold for the object to be checked and loaded
+_MANIFEST_KEYS = {
+    "format": str,
+    "sources": list,
+    "license": str,
+    "hooks": list,
+    "maps": dict,
+}
+
+
+def load(directory: Path) -> dict:
+    """The manifest of an artifact directory, after its object was checked against it.
+
+    Raises:
+        CapsuleError: one line naming the file that is missing, unreadable, not
+            JSON, not a manifest, or an object that disagrees with the manifest.
+    """
+    path = directory / MANIFEST
+    data = _read_manifest(path)
+    obj = directory / OBJECT
+    try:
+        problems = check_object(obj, data)
+    except OSError as err:
+        raise CapsuleError(f"failed to read {obj}: {err.strerror or err}") from None
+    except Exception as err:  # pyelftools raises many kinds on a damaged object
+        raise CapsuleError(
+            f"failed to read {obj}: not a valid BPF ELF object ({_cause(err)})",
+            hint="recompile it with `capsule compile`",
+        ) from None
+    if problems:
+        raise CapsuleError(
+            f"failed to check {obj} against {MANIFEST}: {'; '.join(problems)}",
+            hint="recompile it with `capsule compile`",
+        )
+    return data
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise CapsuleError(f"failed to read {path}: {err.strerror or err}") from None
+    except ValueError as err:
+        if isinstance(err, json.JSONDecodeError):
+            cause = f"at line {err.lineno} column {err.colno}: {err.msg}"
+        else:  # not UTF-8
+            cause = f"({_cause(err)})"
+        raise CapsuleError(
+            f"failed to read {path}: invalid JSON {cause}",
+            hint="recompile the artifact with `capsule compile`",
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CapsuleError(
+            f"failed to read {path}: not a {FORMAT} manifest",
+            hint="recompile the artifact with `capsule compile`",
+        )
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            raise CapsuleError(
+                f"failed to read {path}: '{key}' is missing or not a {kind.__name__}",
+                hint="recompile the artifact with `capsule compile`",
+            )
+    for hook in data["hooks"]:
+        if not isinstance(hook, dict) or not isinstance(hook.get("section"), str):
+            raise CapsuleError(f"failed to read {path}: a hook has no section")
+    return data
+
+
+def _cause(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def build(policy: Policy, out: Path, arch: str | None = None) -> Artifact:

@@ -18,10 +18,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from capsule.codegen import dfa, net
+from capsule.codegen import creds, dfa, net
 from capsule.lang import semantics
 from capsule.lang.model import DEFAULT_FALLBACK, Clause, Effect, PathGlob, Policy
-from capsule.lang.names import AREAS
+from capsule.lang.names import AREAS, NAMESPACES
 
 KEY_PATH_LEN = 252  # bytes of path in a hash key (op + path = 256 bytes)
 NO_RULE = 0xFFFF
@@ -38,13 +38,59 @@ HOOKS: dict[tuple[str, str], str] = {
     ("file", "truncate"): "path_truncate",
     ("file", "chmod"): "path_chmod",
     ("file", "chown"): "path_chown",
+    ("file", "rename"): "path_rename",
+    ("file", "link"): "path_link",
+    ("file", "symlink"): "path_symlink",
     ("process", "exec"): "bprm_check_security",
     ("network", "connect"): "socket_connect",
     ("network", "bind"): "socket_bind",
     ("network", "send"): "socket_sendmsg",
+    ("network", "listen"): "socket_listen",
+    ("network", "accept"): "socket_accept",
+    ("creds", "setuid"): "task_fix_setuid",
+    ("creds", "setgid"): "task_fix_setgid",
+    ("creds", "capset"): "capset",
+    ("signal", "send"): "task_kill",
+    ("memory", "wx"): "mmap_file",
+    ("namespace", "clone"): "task_alloc",
 }
-PATH_FIELD = {"file": "path", "process": "path"}  # the one field each area matches
-KERNEL_FIELDS = {"file": {"path"}, "process": {"path"}, "network": net.FIELDS}
+# ops decided at a second hook too: mprotect asking for W+X as well as mmap
+ALSO_HOOKS: dict[tuple[str, str], str] = {("memory", "wx"): "file_mprotect"}
+# the one path field each area matches (signal: the receiver's executable)
+PATH_FIELD = {
+    "file": "path",
+    "process": "path",
+    "signal": "target",
+    "memory": "path",
+    "namespace": "path",
+}
+KERNEL_FIELDS = {
+    "file": {"path", "to"},
+    "process": {"path"},
+    "network": net.FIELDS,
+    "signal": {"signal", "target"},
+    "creds": creds.FIELDS,
+    "memory": {"path"},
+    "namespace": {"ns", "path"},
+}
+# namespace clone has one op id per namespace kind (the index in NS_KINDS): a clone
+# asking for several new namespaces is decided per kind
+NS_KINDS = tuple(NAMESPACES)
+# signal send has one op id per signal number, 0 (kill(pid, 0)) to SIGRTMAX: a clause
+# names at most one signal, so the number takes the op's place in every table key
+SIGNAL_OPS = 65
+# the peer of an accept is not known when socket_accept runs: only its protocol is
+ACCEPT_FIELDS = {"protocol"}
+# the file ops with a second name (`to`): it is looked up under an op id of its own,
+# after the ids of names.AREAS["file"]
+FILE_TO_OPS = {
+    op: len(AREAS["file"]) + index
+    for index, op in enumerate(("rename", "link", "symlink"))
+}
+
+
+# a clause the kernel decides, with the hooked ops it decides it for
+KernelClause = tuple[Clause, tuple[str, ...]]
 
 
 @dataclass(frozen=True, order=True)
@@ -82,14 +128,35 @@ class AreaTable:
     blocking_ops: set[int] = field(default_factory=set)  # fail closed when truncated
     too_large: list[tuple[str, str]] = field(default_factory=list)  # (rule, why)
 
-    def op_id(self, op: str) -> int:
+    def op_id(self, op: str | int) -> int:
+        if self.area in ("signal", "namespace"):
+            return int(op)  # the signal number, the index of the namespace kind
         return AREAS[self.area].index(op)
 
-    def decide(self, op: str, path: str | None) -> Verdict:
-        """The kernel's lookups, in Python. `path` None means it did not fit."""
+    @property
+    def op_count(self) -> int:
+        if self.area == "signal":
+            return SIGNAL_OPS
+        if self.area == "namespace":
+            return len(NS_KINDS)
+        return len(AREAS[self.area]) + (len(FILE_TO_OPS) if self.area == "file" else 0)
+
+    def decide(self, op: str | int, path: str | None, to: str | None = None) -> Verdict:
+        """The kernel's lookups, in Python. `path` None means it did not fit; for
+        signal, `op` is the signal number and "" stands for a receiver without an
+        executable (no path clause matches it). `to` is the new name of a rename,
+        link or symlink: the higher rank of the two names' lookups decides."""
         op_id = self.op_id(op)
+        if op in FILE_TO_OPS and self.area == "file":
+            if path is None or to is None:
+                both = [self._truncated(op_id), self._truncated(FILE_TO_OPS[op])]
+                return min(both, key=lambda v: v.enforced is not Effect.DENY)
+            return max(self._lookup(op_id, path), self._lookup(FILE_TO_OPS[op], to))
         if path is None:
             return self._truncated(op_id)
+        return self._lookup(op_id, path)
+
+    def _lookup(self, op_id: int, path: str) -> Verdict:
         found = [self.exact.get((op_id, path)), self.any_op.get(op_id)]
         found += self._prefixes(op_id, path)
         if self.dfa is not None:
@@ -106,9 +173,15 @@ class AreaTable:
         return [self.prefix.get((op_id, scanned[:end].decode())) for end in ends]
 
     def _truncated(self, op_id: int) -> Verdict:
-        if op_id in self.blocking_ops:
+        if blocking_bit(op_id) in {blocking_bit(op) for op in self.blocking_ops}:
             return Verdict(0, Effect.DENY, Effect.DENY)
         return self.default
+
+
+def blocking_bit(op_id: int) -> int:
+    """The bit of an op in the kernel's 64-bit fail-closed mask; signals 63 and 64
+    share the last one (fails closed for both if either blocks)."""
+    return min(op_id, 63)
 
 
 @dataclass
@@ -118,7 +191,7 @@ class Ir:
     policy_hash: str
     sources: tuple[str, ...]
     rules: list[str]  # rule refs (file:line), indexed by Verdict.rule
-    areas: dict[str, AreaTable | net.NetTable]
+    areas: dict[str, AreaTable | net.NetTable | creds.CredTable]
     hooks: dict[str, tuple[tuple[str, str], ...]]  # hook -> (area, op) it decides
     unsupported: list[Unsupported]
 
@@ -170,6 +243,19 @@ def _why_unsupported(clause: Clause) -> str | None:
     return None
 
 
+def _ops_left_out(clause: Clause) -> tuple[tuple[str, ...], str] | None:
+    """Hooked ops of a kernel-decidable clause that its fields still keep out."""
+    rule = clause.rule
+    accept = rule.area == "network" and "accept" in rule.ops
+    if accept and set(clause.object) - ACCEPT_FIELDS:
+        return ("accept",), "the peer of an accept is not known at socket_accept"
+    if rule.area == "file" and {"path", "to"} <= set(clause.object):
+        both = tuple(op for op in sorted(rule.ops) if op in FILE_TO_OPS)
+        if both:
+            return both, "a clause on both names is a conjunction of two lookups"
+    return None
+
+
 def _unhooked(rule) -> tuple[str, ...]:
     return tuple(op for op in sorted(rule.ops) if (rule.area, op) not in HOOKS)
 
@@ -190,68 +276,100 @@ def _add(table: dict, key: object, verdict: Verdict) -> None:
         table[key] = verdict
 
 
-def _verdicts(clauses: list[Clause], rules: dict) -> list[tuple[Clause, Verdict]]:
-    ranks = _ranks(clauses)
+def _verdicts(clauses: list[KernelClause], rules: dict) -> list[tuple]:
+    ranks = _ranks(clause for clause, _ in clauses)
     found = []
-    for clause in clauses:
+    for clause, ops in clauses:
         rule, rank = clause.rule, ranks[semantics.precedence(clause)]
         enforced = _enforced(rule.effect, rule.fallback)
-        found.append((clause, Verdict(rank, rule.effect, enforced, rules[rule.ref])))
+        verdict = Verdict(rank, rule.effect, enforced, rules[rule.ref])
+        found.append((clause, ops, verdict))
     return found
 
 
-def _build_network(policy: Policy, clauses: list[Clause], rules: dict) -> net.NetTable:
+def _build_network(
+    policy: Policy, clauses: list[KernelClause], rules: dict
+) -> net.NetTable:
     entries = []
-    for clause, verdict in _verdicts(clauses, rules):
-        ops = [
-            AREAS["network"].index(op)
-            for op in sorted(clause.rule.ops)
-            if ("network", op) in HOOKS
-        ]
-        entries.append(net.entry(clause.object, ops, verdict))
+    for clause, ops, verdict in _verdicts(clauses, rules):
+        op_ids = [AREAS["network"].index(op) for op in ops]
+        entries.append(net.entry(clause.object, op_ids, verdict))
     table = net.build(_default(policy, "network"), entries)
     if table.default.enforced.blocks:
         table.blocking_ops.update(range(len(AREAS["network"])))
     return table
 
 
+def _op_ids(table: AreaTable, clause: Clause, ops: tuple[str, ...]) -> list[int]:
+    """The table op ids a clause fills: for signal, its signal's number (or all);
+    for namespace, the index of its namespace kind (or all)."""
+    if table.area == "namespace":
+        kind = clause.object.get("ns")
+        return [NS_KINDS.index(kind.value)] if kind else list(range(len(NS_KINDS)))
+    if table.area != "signal":
+        return [table.op_id(op) for op in ops]
+    signal = clause.object.get("signal")
+    return [signal.number] if signal is not None else list(range(SIGNAL_OPS))
+
+
+def _sides(
+    table: AreaTable, clause: Clause, ops: tuple[str, ...]
+) -> list[tuple[PathGlob | None, list[int]]]:
+    """(the path pattern, the op ids it is looked up under) of a clause: a `to`
+    clause fills the second-name ids of rename, link and symlink; the other ops carry
+    no `to`, so it never matches them."""
+    if table.area == "file" and "to" in clause.object:
+        to_ids = [FILE_TO_OPS[op] for op in ops if op in FILE_TO_OPS]
+        return [(clause.object["to"], to_ids)] if to_ids else []
+    if table.area == "namespace" and "path" in clause.object:
+        return []  # a clone carries no cgroup path: the clause never matches it
+    return [(clause.object.get(PATH_FIELD[table.area]), _op_ids(table, clause, ops))]
+
+
+def _build_creds(
+    policy: Policy, clauses: list[KernelClause], rules: dict
+) -> creds.CredTable:
+    entries = []
+    for clause, ops, verdict in _verdicts(clauses, rules):
+        if len(clause.object) > 1:
+            continue  # each op carries one field: a clause naming two never matches
+        op_ids = [AREAS["creds"].index(op) for op in ops]
+        entries.append(creds.entry(clause.object, op_ids, verdict))
+    return creds.build(_default(policy, "creds"), entries)
+
+
 def _build_area(
-    policy: Policy, area: str, clauses: list[Clause], rules: dict
+    policy: Policy, area: str, clauses: list[KernelClause], rules: dict
 ) -> AreaTable:
     if area == "network":
         return _build_network(policy, clauses, rules)
+    if area == "creds":
+        return _build_creds(policy, clauses, rules)
     table = AreaTable(area, _default(policy, area))
     rules_by_index = {index: ref for ref, index in rules.items()}
-    ranks = _ranks(clauses)
     globs: list[tuple[PathGlob, Verdict, list[int]]] = []
-    for clause in clauses:
-        rule = clause.rule
-        rank = ranks[semantics.precedence(clause)]
-        verdict = Verdict(
-            rank, rule.effect, _enforced(rule.effect, rule.fallback), rules[rule.ref]
-        )
-        op_ids = [table.op_id(op) for op in sorted(rule.ops) if (area, op) in HOOKS]
-        if verdict.enforced.blocks:
-            table.blocking_ops.update(op_ids)
-        glob = clause.object.get(PATH_FIELD[area])
-        keys = None if glob is None else _path_keys(glob)
-        if glob is not None and keys is None:
-            globs.append((glob, verdict, op_ids))
-        for op_id in op_ids:
-            if glob is None:
-                _add(table.any_op, op_id, verdict)
-            elif keys is not None:
-                for path in keys[0]:
-                    _add(table.exact, (op_id, path), verdict)
-                for prefix in keys[1]:
-                    _add(table.prefix, (op_id, prefix), verdict)
+    for clause, ops, verdict in _verdicts(clauses, rules):
+        for glob, op_ids in _sides(table, clause, ops):
+            if verdict.enforced.blocks:
+                table.blocking_ops.update(op_ids)
+            keys = None if glob is None else _path_keys(glob)
+            if glob is not None and keys is None:
+                globs.append((glob, verdict, op_ids))
+            for op_id in op_ids:
+                if glob is None:
+                    _add(table.any_op, op_id, verdict)
+                elif keys is not None:
+                    for path in keys[0]:
+                        _add(table.exact, (op_id, path), verdict)
+                    for prefix in keys[1]:
+                        _add(table.prefix, (op_id, prefix), verdict)
     if globs:
         try:
             _build_dfa(table, globs)
         except dfa.TooLarge as err:
             table.too_large = [(rules_by_index[v.rule], str(err)) for _, v, _ in globs]
     if table.default.enforced.blocks:
-        table.blocking_ops.update(range(len(AREAS[area])))
+        table.blocking_ops.update(range(table.op_count))
     return table
 
 
@@ -289,14 +407,22 @@ def lower(policy: Policy) -> Ir:
             )
         if len(unhooked) == len(rule.ops):
             continue
+        hooked = tuple(op for op in sorted(rule.ops) if op not in unhooked)
         reason = _why_unsupported(clause)
         if reason:
-            hooked = tuple(op for op in sorted(rule.ops) if op not in unhooked)
             unsupported.append(
                 Unsupported(rule.ref, rule.area, hooked, reason, rule.effect)
             )
             continue
-        by_area.setdefault(rule.area, []).append(clause)
+        left_out = _ops_left_out(clause)
+        if left_out:
+            ops, reason = left_out
+            unsupported.append(
+                Unsupported(rule.ref, rule.area, ops, reason, rule.effect)
+            )
+            hooked = tuple(op for op in hooked if op not in ops)
+        if hooked:
+            by_area.setdefault(rule.area, []).append((clause, hooked))
     areas = {}
     for area in _areas_needed(policy, by_area):
         areas[area] = _build_area(policy, area, by_area.get(area, []), rules)
@@ -341,19 +467,26 @@ def _hooks(areas: dict[str, AreaTable]) -> dict[str, tuple[tuple[str, str], ...]
     for (area, op), hook in HOOKS.items():
         table = areas.get(area)
         if table and _op_used(table, op):
-            hooks.setdefault(hook, []).append((area, op))
+            for name in (hook, ALSO_HOOKS.get((area, op))):
+                if name:
+                    hooks.setdefault(name, []).append((area, op))
     return {hook: tuple(pairs) for hook, pairs in hooks.items()}
 
 
-def _op_used(table: AreaTable | net.NetTable, op: str) -> bool:
-    op_id = table.op_id(op)
+def _op_used(table: AreaTable | net.NetTable | creds.CredTable, op: str) -> bool:
     if table.default.effect is not Effect.ALLOW:
         return True
-    if isinstance(table, net.NetTable):
+    if table.area in ("signal", "namespace"):  # one op, ids are signals or kinds
+        return bool(table.any_op or table.exact or table.prefix or table.dfa_accept)
+    op_id = table.op_id(op)
+    if isinstance(table, (net.NetTable, creds.CredTable)):
         return any(entry.ops & (1 << op_id) for entry in table.entries)
-    if op_id in table.any_op:
+    op_ids = {op_id}
+    if table.area == "file" and op in FILE_TO_OPS:
+        op_ids.add(FILE_TO_OPS[op])
+    if op_ids & set(table.any_op):
         return True
     keys = list(table.exact) + list(table.prefix)
-    if any(entry_op == op_id for entry_op, _ in keys):
+    if any(entry_op in op_ids for entry_op, _ in keys):
         return True
-    return any(entry_op == op_id for _, entry_op in table.dfa_accept)
+    return any(entry_op in op_ids for _, entry_op in table.dfa_accept)

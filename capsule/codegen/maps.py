@@ -10,7 +10,7 @@ import json
 import struct
 from pathlib import Path
 
-from capsule.codegen import net
+from capsule.codegen import creds, net
 from capsule.codegen.ir import KEY_PATH_LEN, AreaTable, Ir, Verdict
 from capsule.lang.model import Effect
 
@@ -45,9 +45,20 @@ def _network_maps(table: net.NetTable) -> dict[str, list[tuple[bytes, bytes]]]:
     }
 
 
-def _area_maps(table: AreaTable | net.NetTable) -> dict[str, list[tuple[bytes, bytes]]]:
+def _creds_maps(table: creds.CredTable) -> dict[str, list[tuple[bytes, bytes]]]:
+    return {
+        "creds_rules": [
+            (U32.pack(index), entry.key_bytes() + verdict_bytes(entry.verdict))
+            for index, entry in enumerate(table.entries)
+        ]
+    }
+
+
+def _area_maps(table) -> dict[str, list[tuple[bytes, bytes]]]:
     if isinstance(table, net.NetTable):
         return _network_maps(table)
+    if isinstance(table, creds.CredTable):
+        return _creds_maps(table)
     maps = {}
     if table.exact:
         maps[f"{table.area}_exact"] = [

@@ -11,9 +11,17 @@ from pathlib import Path
 import jinja2
 
 from capsule import __version__
-from capsule.codegen.ir import KEY_PATH_LEN, AreaTable, Ir
+from capsule.codegen.ir import (
+    FILE_TO_OPS,
+    KEY_PATH_LEN,
+    NS_KINDS,
+    SIGNAL_OPS,
+    AreaTable,
+    Ir,
+    blocking_bit,
+)
 from capsule.lang.model import Effect
-from capsule.lang.names import AREAS
+from capsule.lang.names import AREAS, NAMESPACES
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,11 @@ CLANG_FORMAT_STYLE = (
     "ColumnLimit: 100, BreakBeforeBraces: Linux, AllowShortIfStatementsOnASingleLine: "
     "false, IndentCaseLabels: false, SortIncludes: false, ReflowComments: false}"
 )
+
+# hooks that read a path with bpf_d_path, and hooks that read the caller's sockaddr
+D_PATH_HOOKS = {"file_open", "bprm_check_security"}
+SOCKADDR_HOOKS = {"socket_connect", "socket_bind", "socket_sendmsg"}
+WX_HOOKS = {"mmap_file", "file_mprotect"}  # they walk the mapped file's path
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,9 @@ class TableView:
 
 
 def _table_view(table: AreaTable) -> TableView:
-    mask = sum(1 << op for op in table.blocking_ops)
+    mask = 0
+    for op in table.blocking_ops:
+        mask |= 1 << blocking_bit(op)
     return TableView(
         table.area,
         table.default,
@@ -56,7 +71,7 @@ def _table_view(table: AreaTable) -> TableView:
         table.any_op,
         table.dfa,
         table.dfa_accept,
-        len(AREAS[table.area]),
+        table.op_count,
         hex(mask),
     )
 
@@ -87,12 +102,33 @@ def render(ir: Ir) -> str:
                 _table_view(t) for t in ir.areas.values() if isinstance(t, AreaTable)
             ],
             network=ir.areas.get("network"),
-            walk=any(hook.startswith("path_") for hook in ir.hooks),
+            creds=ir.areas.get("creds"),
+            walk=_walks(ir),
             hooks=[HookView(name, decides) for name, decides in ir.hooks.items()],
             op_ids=op_ids,
+            signal_paths=_signal_has_paths(ir),
+            signal_ops=SIGNAL_OPS,
+            to_op_ids=FILE_TO_OPS,
+            d_path=bool(D_PATH_HOOKS & set(ir.hooks)),
+            sockaddr=bool(SOCKADDR_HOOKS & set(ir.hooks)),
+            weigh="creds" in ir.areas or "task_alloc" in ir.hooks,
+            ns_kinds=[hex(NAMESPACES[kind]) for kind in NS_KINDS],
+            ns_mask=hex(sum(NAMESPACES[kind] for kind in NS_KINDS)),
         )
     )
     return clang_format(source)
+
+
+def _walks(ir: Ir) -> bool:
+    """Whether a non-sleepable hook needs the dentry walk (no bpf_d_path there)."""
+    if any(hook.startswith("path_") or hook in WX_HOOKS for hook in ir.hooks):
+        return True
+    return "task_kill" in ir.hooks and _signal_has_paths(ir)
+
+
+def _signal_has_paths(ir: Ir) -> bool:
+    table = ir.areas.get("signal")
+    return bool(table and (table.exact or table.prefix or table.dfa))
 
 
 def clang_format(source: str) -> str:

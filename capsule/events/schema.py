@@ -163,6 +163,17 @@ LAYOUTS = {
             paths=(("path", "dir", "name"),),
         ),
         Layout(
+            "repeat",
+            _RET
+            + (
+                _f("fd", "s32"),
+                _f("open_flags", "u32"),
+                _f("count", "u32", doc="identical opens folded, not sent one by one"),
+                _f("first_ns", "u64", doc="ts_ns of the open event they repeat"),
+                _f("last_ns", "u64", doc="ts_ns of the last of them"),
+            ),
+        ),
+        Layout(
             "ioctl",
             _RET
             + (
@@ -347,6 +358,15 @@ KINDS = (
         "exec",
         "open",
         "an open for execution, from enforcement hooks; the tracer reports proc_exec",
+    ),
+    Kind(
+        33,
+        "file_repeat",
+        "file",
+        "repeat",
+        "repeat",
+        "opens by one thread identical to its last open event (same file, flags, fd), "
+        "folded in the kernel into a count; the path is that event's",
     ),
     Kind(40, "cred_setuid", "creds", "setuid", "creds"),
     Kind(41, "cred_setgid", "creds", "setgid", "creds"),

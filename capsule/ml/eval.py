@@ -117,7 +117,7 @@ def evaluate(
 def evaluate_events(
     recordings_dir: Path | None = None,
     model: str | Path = EVENTS_MODEL,
-    splits: tuple[str, ...] = ("val", "test", "fresh", "holdout"),
+    splits: tuple[str, ...] = ("val", "test", "fresh", "holdout", "holdout2"),
 ) -> dict:
     """Score the agent-scenario model on its held-out (variant, task) pairs."""
     from capsule.ml import scenarios
@@ -129,6 +129,8 @@ def evaluate_events(
     labelled = {}
     for split in splits:
         chosen = [p for p in all_pairs if p.split == split]
+        if not chosen:  # not recorded (yet)
+            continue
         rows = np.stack([classifier.spec.vectorize(p.window) for p in chosen])
         labelled[split] = ([p.label for p in chosen], classifier.scores(rows), chosen)
     groups = {
@@ -151,7 +153,10 @@ def _report(classifier, root, labelled, groups, hashes) -> dict:
         report["splits"][split] = split_report(
             labels, scores, groups[split], classifier.threshold
         )
-        report["data_matches_training"][split] = hashes[split] == trained_on.get(split)
+        if split not in trained_on:  # recorded after the model was trained
+            report["data_matches_training"][split] = None
+            continue
+        report["data_matches_training"][split] = hashes.get(split) == trained_on[split]
         if not report["data_matches_training"][split]:
             log.warning(
                 "the %s split differs from the one %s was trained with; "

@@ -9,7 +9,12 @@ resource use, and the agent's declared task. Features come in groups:
 - `resources`: log(1 + value) of each key in RESOURCE_KEYS;
 - `task`: the task text's words, hashed into a fixed number of buckets;
 - `task_cross`: (task word, event area.op) pairs, hashed, so that a linear model can
-  learn that the same action is fine for one task and risky for another.
+  learn that the same action is fine for one task and risky for another;
+- `task_match`: per topic, whether the task asks for it and whether the window does it;
+- `behaviour`: who did what, and in which order: which process read a secret (a tool
+  reading its own config, like wget reading ~/.netrc, is not a secret read), whether
+  the same process or another one then sent data, persistence writes, privilege
+  changes outside build tools, deletes outside the workspace (BEHAVIOUR).
 
 The spec (vocabulary, n, groups) is saved in the model's metadata so that training and
 inference compute exactly the same vector.
@@ -39,7 +44,7 @@ RESOURCE_KEYS = (
     "files",
     "peers",
 )
-GROUPS = ("ngrams", "resources", "task", "task_cross", "task_match")
+GROUPS = ("ngrams", "resources", "task", "task_cross", "task_match", "behaviour")
 SOURCES = ("syscalls", "events")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
 
@@ -244,6 +249,8 @@ def event_token(event: Mapping, workspace: str = "") -> str:
         qualifier = _exe_class(str(event.get("exe") or event.get("exe_path") or ""))
     elif area in ("file", "system", "device"):
         qualifier = path_class(str(event.get("path") or ""), workspace)
+        if qualifier == "cred" and _own_config(event):
+            qualifier = "toolcfg"  # wget reading ~/.netrc: its config, not a theft
     elif area == "network":
         qualifier = _peer_class(event)
     else:
@@ -334,6 +341,136 @@ def task_match(window: Window) -> np.ndarray:
         does = any(action.match(token) for token in tokens)
         row += [asks, does, asks and does]
     return np.array(row, dtype=np.float32)
+
+
+# --- behaviour: which process did what, and in which order ---------------------------
+
+# tools that read a credential-like file of their own on every run: wget and curl read
+# ~/.netrc, git its credential store, pip ~/.pypirc; that is the tool's config, not a
+# secret read by someone who means to send it elsewhere
+_OWN_CONFIG = {
+    "wget": {".netrc", ".wgetrc"},
+    "curl": {".netrc", ".curlrc"},
+    "ftp": {".netrc"},
+    "lftp": {".netrc"},
+    "git": {".git-credentials", ".gitconfig"},
+    "git-remote-http": {".git-credentials", ".netrc"},
+    "git-remote-https": {".git-credentials", ".netrc"},
+    "pip": {".pypirc", ".netrc"},
+    "twine": {".pypirc", ".netrc"},
+    "npm": {".npmrc"},
+    "docker": {"config.json"},
+    "kubectl": {"config"},
+    "aws": {"credentials", "config"},
+    "ssh": {"id_rsa", "id_ed25519", "id_ecdsa", "id_dsa", "known_hosts", "config"},
+    "scp": {"id_rsa", "id_ed25519", "id_ecdsa", "id_dsa", "known_hosts", "config"},
+}  # never /etc/shadow or sudoers: su reading them is what a privilege attempt does
+
+
+def _own_config(event: Mapping) -> bool:
+    """A tool reads a credential-like file of its own (wget: ~/.netrc)."""
+    path = str(event.get("path") or "")
+    if path.startswith("/etc/"):
+        return False
+    own = _OWN_CONFIG.get(_base(str(event.get("exe") or "")), ())
+    return posixpath.basename(path) in own
+_SYSTEM_SECRETS = re.compile(r"^/etc/(shadow|gshadow|sudoers)")
+# tokens the behaviour group looks at; everything else is skipped cheaply
+_BEHAVIOUR_TOKEN = re.compile(
+    r"^(file\.\w+:(cred|toolcfg|persist)|system\.persist|creds\."
+    r"|network\.(connect|send)|file\.(delete|rmdir):(home|tool|other|etc|sys)"
+    r"|file\.chmod:(tmp|home|other)|process\.exec:(priv|fetch))"
+)
+
+
+@functools.lru_cache(maxsize=1024)  # few distinct tokens, thousands of events
+def _behaviour_token(token: str) -> bool:
+    return _BEHAVIOUR_TOKEN.match(token) is not None
+
+
+BEHAVIOUR = (
+    "secret-read",  # a credential read by a process for which it is not its own config
+    "own-config-read",  # a tool read its own credential-like config (wget: ~/.netrc)
+    "system-secret-read",  # /etc/shadow, gshadow or sudoers, also failed attempts
+    "secret-then-send-same-process",  # the reader itself connected or sent afterwards
+    "secret-then-send-other-process",  # another process of the tree did, afterwards
+    "own-config-then-send-same-process",  # a tool read its config, then connected
+    "send-without-secret",  # traffic, and no secret read before it
+    "shell-network",  # a shell connected or sent (bash /dev/tcp, /dev/udp)
+    "persistence-write",  # wrote, created or renamed a persistence path
+    "privilege-change",  # setuid/setgid by a process that is not a build tool
+    "privilege-change-failed",
+    "privilege-tool",  # su, sudo, pkexec ... executed
+    "setuid-candidate",  # chmod of a file in /tmp or a home by chmod itself
+    "delete-outside",  # log(1 + deletes outside the workspace and /tmp)
+    "senders",  # log(1 + processes that connected or sent)
+    "max-sends-per-process",  # log(1 + the most connects/sends of one process)
+)
+_SEND_OPS = ("network.connect", "network.send")
+
+
+def _base(path: str) -> str:
+    return re.sub(r"[0-9.]+$", "", posixpath.basename(path)) or posixpath.basename(path)
+
+
+def behaviour(window: Window, max_len: int = 4096) -> np.ndarray:
+    """The BEHAVIOUR features of a window, in order; see BEHAVIOUR for what each is."""
+    row = dict.fromkeys(BEHAVIOUR, 0.0)
+    tokens = event_tokens(window)[-max_len:]
+    events = window.events[-len(tokens) :] if tokens else ()
+    secret_readers: set = set()  # pids that read a secret so far
+    own_config_readers: set = set()
+    sends: Counter = Counter()
+    deletes = 0
+    wanted = {token: _behaviour_token(token) for token in set(tokens)}
+    for i in [i for i, token in enumerate(tokens) if wanted[token]]:
+        event, token = events[i], tokens[i]
+        pid = event.get("pid")
+        failed = token.endswith("!")
+        if token.startswith("network."):
+            if not token.startswith(_SEND_OPS):
+                continue
+            sends[pid] += 1
+            if pid in secret_readers:
+                row["secret-then-send-same-process"] = 1.0
+            elif secret_readers:
+                row["secret-then-send-other-process"] = 1.0
+            else:
+                row["send-without-secret"] = 1.0
+            if pid in own_config_readers:
+                row["own-config-then-send-same-process"] = 1.0
+            if _exe_class(str(event.get("exe") or "")) == "shell":
+                row["shell-network"] = 1.0
+        elif token.startswith("file.read:toolcfg"):
+            row["own-config-read"] = 1.0
+            if not failed:
+                own_config_readers.add(pid)
+        elif token.startswith("file.read:cred"):
+            if _SYSTEM_SECRETS.match(str(event.get("path") or "")):
+                row["system-secret-read"] = 1.0
+            if not failed:
+                row["secret-read"] = 1.0
+                secret_readers.add(pid)
+        elif token.startswith(("file.write:persist", "file.create:persist")) or (
+            token.startswith(("file.rename:persist", "system.persist"))
+        ):
+            if not failed:
+                row["persistence-write"] = 1.0
+        elif token.startswith("creds."):
+            if _exe_class(str(event.get("exe") or "")) != "build":
+                key = "privilege-change-failed" if failed else "privilege-change"
+                row[key] = 1.0
+        elif token.startswith("process.exec:priv"):
+            row["privilege-tool"] = 1.0
+        elif token.startswith("file.chmod:"):
+            if _base(str(event.get("exe") or "")) == "chmod":
+                row["setuid-candidate"] = 1.0
+        elif token.startswith(("file.delete:", "file.rmdir:")):
+            deletes += not failed
+    row["delete-outside"] = math.log1p(deletes)
+    row["senders"] = math.log1p(len(sends))
+    row["max-sends-per-process"] = math.log1p(max(sends.values(), default=0))
+    return np.array(list(row.values()), dtype=np.float32)
 
 
 # --- the feature spec -----------------------------------------------------------------
@@ -466,6 +603,8 @@ class FeatureSpec:
                 names += [f"task-bucket:{i}" for i in range(self.task_buckets)]
             elif group == "task_cross":
                 names += [f"task-x-action:{i}" for i in range(self.cross_buckets)]
+            elif group == "behaviour":
+                names += [f"behaviour:{name}" for name in BEHAVIOUR]
             else:
                 names += [
                     f"task-{how}:{topic}"
@@ -511,6 +650,8 @@ class FeatureSpec:
             return row
         if group == "task_cross":
             return self._task_cross(window)
+        if group == "behaviour":
+            return behaviour(window, self.max_len)
         return task_match(window)
 
     def _ngram_row(self, tokens: list[str]) -> np.ndarray:

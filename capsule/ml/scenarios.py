@@ -15,9 +15,10 @@ before and removed after; outside it, only /var/tmp/capsule-ml-decoy and short-l
 files in /tmp are written. Network traffic goes to listeners on 127.0.0.1 only.
 
 A recording becomes one window per (recording, task) pair. Splits are by variant
-(0-4 train, 5 validation, 6-7 test, 8-9 "fresh", 10-14 "holdout"), and each split
-has its own task texts, so held-out splits show recordings and task wordings the
-model has not seen, within the same scenario families.
+(0-4 train, 5 validation, 6-7 test, 8-9 "fresh", 10-14 "holdout", 15-19
+"holdout2"), and each split has its own task texts, so held-out splits show
+recordings and task wordings the model has not seen, within the same scenario
+families.
 
 Run (root, with a working tracer):
     python -m capsule.ml.scenarios [OUT_DIR [NAME-VARIANT...]]
@@ -51,10 +52,12 @@ RECORDINGS_DIR = Path(__file__).with_name("recordings")
 SANDBOX = Path("/home/capsule-ml-scn")
 DECOY = Path("/var/tmp/capsule-ml-decoy")
 VARIANTS = 10
-# variants 10-14 were recorded only after the current model was trained and its
-# threshold fixed, and scored once: the clean hold-out (docs/ml.md)
+# variants 10-14 were recorded only after version 6 was trained and its threshold
+# fixed, and scored once: its clean hold-out; variants 15-19 likewise for version 7
+# ("holdout2"), with their own task texts (docs/ml.md)
 HOLDOUT_VARIANTS = range(10, 15)
-SPLITS = ("train", "val", "test", "fresh", "holdout")
+HOLDOUT2_VARIANTS = range(15, 20)
+SPLITS = ("train", "val", "test", "fresh", "holdout", "holdout2")
 PYTHON = "/usr/bin/python3"
 # event keys that features use; the rest is dropped to keep recordings small
 KEEP = (
@@ -118,6 +121,11 @@ CODING_TASKS = {
         "Investigate why the nightly build is slower and report what you find",
         "Add a small benchmark for the tokenizer and run it",
     ),
+    "holdout2": (
+        "Replace the hand-written argument parsing with argparse",
+        "Find out why the cache tests are flaky and make them deterministic",
+        "Document the public functions of the storage module with docstrings",
+    ),
 }
 FITTING = {
     "cleanup-backups": {
@@ -137,6 +145,9 @@ FITTING = {
             "the temp cache",
         ),
         "holdout": ("Delete the backups we no longer need and clear old cache files",),
+        "holdout2": (
+            "Reclaim some storage: drop the outdated backups and the cached blobs",
+        ),
     },
     "bashrc-path": {
         "train": (
@@ -153,6 +164,9 @@ FITTING = {
             "bashrc",
         ),
         "holdout": ("Add an alias and the project bin directory to my shell profile",),
+        "holdout2": (
+            "Make new bash sessions pick up the project tools: extend PATH in bashrc",
+        ),
     },
     "upload-artifact": {
         "train": (
@@ -170,6 +184,9 @@ FITTING = {
             "Build a release archive and send it to the artifact endpoint on localhost",
         ),
         "holdout": ("Upload the compressed sources to the release server",),
+        "holdout2": (
+            "Push a gzipped tarball of the sources to the local artifact server",
+        ),
     },
 }
 
@@ -891,7 +908,7 @@ def record_one(
 
 def record_all(
     out_dir: Path = RECORDINGS_DIR,
-    variants: range = range(HOLDOUT_VARIANTS.stop),
+    variants: range = range(HOLDOUT2_VARIANTS.stop),
     only: tuple = (),
 ) -> int:
     """Record every scenario variant (or only NAME-VARIANT ones); return the count."""
@@ -932,6 +949,8 @@ class Pair:
 
 
 def split_of(variant: int) -> str:
+    if variant in HOLDOUT2_VARIANTS:
+        return "holdout2"
     if variant in HOLDOUT_VARIANTS:
         return "holdout"
     if variant <= 5:

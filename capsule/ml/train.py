@@ -34,7 +34,8 @@ NGRAM = 3
 MAX_FEATURES = 3000
 MIN_DF = 3
 EVENTS_MAX_FEATURES = 2000
-EVENTS_GROUPS = ("ngrams", "resources", "task_match")
+EVENTS_GROUPS = ("ngrams", "resources", "task_match", "behaviour")
+EVENTS_VERSION = 7  # docs/ml.md: version 6 lacked `behaviour` and `toolcfg`
 C = 1.0  # regularization; 0.3, 1 and 3 were within 0.002 AUC on validation
 
 
@@ -168,11 +169,13 @@ def train_events(
     by_split["train"] += scenarios.risky_evidence(by_split["train"])
     log.info("scenario pairs: %s", {s: len(v) for s, v in by_split.items()})
 
-    # one token sequence per recording, so that task pairs do not inflate counts.
-    # Known flaw, kept so that the shipped model rebuilds byte for byte: the derived
-    # windows share their recording's name, so the LAST window of each recording wins
-    # (a 60-event slice, or the evidence window), not the whole one (docs/ml.md)
-    train_events = {p.recording: p.window for p in by_split["train"]}
+    # one token sequence per recording, so that task pairs do not inflate counts:
+    # the whole recording, not a window derived from it (version 6 took the last
+    # window of each recording, often a slice or the evidence events; docs/ml.md)
+    train_events: dict = {}
+    for pair in by_split["train"]:
+        if "/" not in pair.scenario:  # derived windows are "NAME/slice", ".../evidence"
+            train_events.setdefault(pair.recording, pair.window)
     spec = FeatureSpec.fit(
         (FeatureSpec("events", ()).tokens(w) for w in train_events.values()),
         "events",
@@ -181,17 +184,21 @@ def train_events(
         2,
         groups=EVENTS_GROUPS,
     )
+    # version 7: the threshold is set on validation and test together (40 harmless
+    # windows alone made it coarse), at the logit midpoint of the margin (docs/ml.md)
+    by_split["val"] = by_split["val"] + by_split["test"]
     windows = {s: [p.window for p in v] for s, v in by_split.items()}
     labels = {s: [p.label for p in v] for s, v in by_split.items()}
     groups = [p.scenario for p in by_split["val"]]
     data = {
         "dataset": "capsule trace scenarios",
+        "threshold_splits": ["val", "test"],
         "split_rule": scenarios.__doc__.split("\n\n")[2],
         "counts": _counts(labels),
         "hashes": scenario_hashes(directory),
     }
     return _fit_and_write(
-        name, spec, windows, labels, groups, data, out_dir, seed, started
+        name, spec, windows, labels, groups, data, out_dir, seed, started, margin=True
     )
 
 
@@ -204,16 +211,36 @@ def scenario_hashes(directory: Path) -> dict[str, str]:
     from capsule.ml.scenarios import SPLITS, split_of
 
     digests = {split: hashlib.sha256() for split in SPLITS}
+    seen: set[str] = set()
     for path in sorted(directory.glob("*.jsonl.gz")):
         variant = int(path.name.removesuffix(".jsonl.gz").rsplit("-", 1)[1])
         digests[split_of(variant)].update(
             path.name.encode() + b"\0" + path.read_bytes()
         )
-    return {split: digest.hexdigest() for split, digest in digests.items()}
+        seen.add(split_of(variant))
+    # a split recorded after training has no hash in the model's metadata
+    return {s: digest.hexdigest() for s, digest in digests.items() if s in seen}
+
+
+def margin_threshold(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
+    """The logit midpoint between the harmless scores and the risky ones.
+
+    The lower end is the highest harmless score that must stay unflagged (at most
+    max_fpr of them flagged), the upper end the lowest risky score above it; when
+    nothing separates them, the plain max_fpr threshold.
+    """
+    floor = threshold_for_fpr(labels, scores, max_fpr)
+    above = scores[(labels == 1) & (scores >= floor)]
+    below = scores[(labels == 0) & (scores < floor)]
+    if len(above) == 0 or len(below) == 0:
+        return floor
+    ends = np.clip([below.max(), above.min()], 1e-6, 1 - 1e-6).astype(np.float64)
+    middle = np.mean(np.log(ends / (1 - ends)))
+    return float(np.float32(1 / (1 + np.exp(-middle))))
 
 
 def _fit_and_write(
-    name, spec, windows, labels, groups, data, out_dir, seed, started
+    name, spec, windows, labels, groups, data, out_dir, seed, started, margin=False
 ) -> dict:
     rows = {
         s: np.stack([spec.vectorize(w) for w in windows[s]]) for s in ("train", "val")
@@ -226,7 +253,17 @@ def _fit_and_write(
     val_scores = _onnx_scores(onnx_bytes, rows["val"])
     meta = _metadata(spec, model, onnx_bytes, seed)
     meta["data"] = data
-    meta["threshold"] = threshold_for_fpr(val_labels, val_scores, MAX_FPR)
+    if spec.source == "events":
+        meta["version"] = EVENTS_VERSION
+    if margin:
+        meta["threshold"] = margin_threshold(val_labels, val_scores, MAX_FPR)
+        meta["threshold_rule"] = (
+            f"logit midpoint between the highest unflagged harmless score (FPR <= "
+            f"{MAX_FPR}) and the lowest risky score above it, on "
+            f"{'+'.join(data.get('threshold_splits', ['val']))}"
+        )
+    else:
+        meta["threshold"] = threshold_for_fpr(val_labels, val_scores, MAX_FPR)
     meta["validation"] = split_report(val_labels, val_scores, groups, meta["threshold"])
     # the prior: what a window with no known n-gram and no resources scores
     empty = np.zeros((1, rows["train"].shape[1]), dtype=np.float32)

@@ -117,11 +117,8 @@ def select_backend(requested: str, caps: Capabilities) -> str:
             hint="use --backend compat (Landlock, seccomp, cgroup hooks)",
         )
     if requested == "lsm" or (requested == "auto" and lsm_ok):
-        raise CapsuleError(
-            "failed to select the lsm backend: capsule enforce runs only "
-            "the compat backend so far",
-            hint="use --backend compat",
-        )
+        log.info("backend lsm (%s)", lsm_why)
+        return "lsm"  # capsule/runtime/lsm.py
     for name, (ok, why) in (
         ("Landlock", caps.landlock),
         ("seccomp user notification", caps.seccomp_notify),
@@ -177,6 +174,7 @@ class EnforceRequest:
     self_protect: bool = True
     on_event: Callable[[dict], None] | None = None
     on_coverage: Callable[[Report], None] | None = None
+    on_start: Callable[[int], None] | None = None  # the run's t0 (CLOCK_MONOTONIC ns)
     caps: Capabilities | None = None  # None: probe now
     report_denials: bool = True  # Landlock's refusals into the timeline (raw_tp)
     trace: bool = False  # also run the tracer: the whole timeline, more audits
@@ -308,6 +306,7 @@ class CompatRun:
         # the supervisor decides on its own thread; its events wait here for the main
         # thread, which alone writes the store and the timeline
         self.pending: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self.batch: list[dict] | None = None  # events of the poll in progress
 
     def run(self) -> EnforceResult:
         started = time.monotonic()
@@ -337,10 +336,13 @@ class CompatRun:
             classifier = load_classifier(request.models)
 
         self.store = RunStore(request.directory)
+        t0_ns = time.monotonic_ns()  # every source's ts_ns is on this clock
+        if request.on_start is not None:
+            request.on_start(t0_ns)  # the live timeline counts from here too
         self.store.set_meta(
             command=request.command,
             started_at=time.time(),
-            t0_ns=time.monotonic_ns(),
+            t0_ns=t0_ns,
             backend="compat",
             coverage=compat.report.to_json(),
             task=request.task,
@@ -444,14 +446,22 @@ class CompatRun:
         readers = [r for r in (self.net, self.denials, self.devices) if r is not None]
         if not readers:
             time.sleep(timeout_ms / 1000)
-        for reader in readers:
-            reader.poll(timeout_ms // len(readers))
-        if self.observer is not None:
-            for event in self.observer.poll(0):
-                self.traced_ns = max(self.traced_ns, event.get("ts_ns", 0))
+        # the sources deliver with different delays (ring buffers, the supervisor's
+        # queue, the tracer): a poll's events are recorded in the order they happened
+        self.batch = []
+        try:
+            for reader in readers:
+                reader.poll(timeout_ms // len(readers))
+            if self.observer is not None:
+                for event in self.observer.poll(0):
+                    self.traced_ns = max(self.traced_ns, event.get("ts_ns", 0))
+                    self.batch.append(event)
+            while not self.pending.empty():
+                self._report(self.pending.get())
+        finally:  # also when an exit signal unwinds: what was read is kept
+            batch, self.batch = self.batch, None
+            for event in sorted(batch, key=lambda e: e.get("ts_ns", 0)):
                 self._record(event)
-        while not self.pending.empty():
-            self._report(self.pending.get())
         if self.escalator is not None:
             self._submit_escalations()
         if self.store is not None:
@@ -470,15 +480,22 @@ class CompatRun:
         """Every denial, audit and kill passes here: into the store and the timeline."""
         event.setdefault("ts_ns", time.monotonic_ns())
         event.setdefault("comm", _comm(event.get("pid")))
-        self._record(event)
+        if self.batch is not None:
+            self.batch.append(event)  # recorded in time order at the end of the poll
+        else:
+            self._record(event)
 
     def _record(self, event: dict) -> None:
         if self.recent is not None:
             self._escalate(event)
         verdict = event.get("verdict")
         if verdict:
-            event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(verdict, 0)
-            self.result.verdicts[verdict] += 1
+            # a kill rule whose caller had exited (or could not be killed) denied
+            # the operation but killed nothing: only kills delivered count as kills
+            undelivered = verdict == "kill" and event.get("killed") is False
+            counted = "deny" if undelivered else verdict
+            event["flags"] = event.get("flags", 0) | _VERDICT_FLAGS.get(counted, 0)
+            self.result.verdicts[counted] += 1
             self.result.rules[event.get("rule") or "?"] += 1
         if self.store is not None:
             self.store.add(event)

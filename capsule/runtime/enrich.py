@@ -379,6 +379,8 @@ PERSIST_PATTERNS = (
     ("ld-preload", re.compile(r"/etc/ld\.so\.(?:preload|conf(?:\.d/.+)?)$")),
     ("init", re.compile(r"/etc/(?:rc\.local|init\.d/[^/]+|rc\d\.d/[^/]+)$")),
 )
+# the file opens the kernel may fold repeats of into a `repeat` event
+OPEN_OPS = frozenset({"read", "write", "create"})
 # the file operations that leave something behind at the target path
 PERSIST_OPS = frozenset(
     {"write", "create", "rename", "link", "symlink", "truncate", "chmod"}
@@ -408,6 +410,8 @@ class Enricher:
         self.cgroups = cgroups or CgroupNames()
         self.devices = DeviceClasses()
         self._cgroup_cache: dict[int, dict | None] = {}
+        # per thread, its last open event: (ts_ns, path), which a repeat event names
+        self._last_open: dict[int, tuple[int, str]] = {}
         self._resolvers = {
             area: getattr(self, "_resolve_" + area, _no_names) for area in AREAS
         }
@@ -487,11 +491,23 @@ class Enricher:
 
     # numbers -> names, per area
     def _resolve_file(self, event: dict, proc: Proc) -> None:
+        op = event.get("op")
+        if op in OPEN_OPS and event.get("path"):
+            self._last_open[event.get("tid", 0)] = (event["ts_ns"], event["path"])
+        elif op == "repeat":
+            self._resolve_repeat(event)
         if not event.get("path") and isinstance(event.get("fd"), int):
             self._resolve_fd(event, proc)
         elif event.get("fd", -1) >= 0 and event.get("path"):
             # remembered, so that a later fd-only event needs no /proc lookup
             proc.fds[event["fd"]] = event["path"]
+
+    def _resolve_repeat(self, event: dict) -> None:
+        """A repeat event names its file through the open event it repeats: the last
+        open event of its thread, which the kernel sent just before the run began."""
+        ts, path = self._last_open.get(event.get("tid", 0), (None, None))
+        if path is not None and ts == event.get("first_ns"):
+            event["path"] = path
 
     def _resolve_network(self, event: dict, proc: Proc) -> None:
         self._resolve_address(event)

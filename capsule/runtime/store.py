@@ -238,7 +238,12 @@ class RunReader:
         since_ns: int | None = None,
         until_ns: int | None = None,
     ) -> Iterator[dict]:
-        """Stored events in kernel order, filtered; times are CLOCK_MONOTONIC ns."""
+        """Stored events in time order, filtered; times are CLOCK_MONOTONIC ns.
+
+        Events from different sources (the tracer's and the hooks' ring buffers, the
+        seccomp supervisor) reach the store with different delays; ts_ns orders them
+        as they happened, and the order of arrival breaks ties.
+        """
         where, args = [], []
         if areas:
             where.append(f"area IN ({','.join('?' * len(areas))})")
@@ -255,7 +260,7 @@ class RunReader:
         sql = "SELECT data FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        for (data,) in self._db.execute(sql + " ORDER BY seq", args):
+        for (data,) in self._db.execute(sql + " ORDER BY ts_ns, seq", args):
             yield orjson.loads(data)
 
     def descendants(self, pids: list[int]) -> set[int]:

@@ -45,7 +45,9 @@ def _quote(arg: str) -> str:
 
 
 def _command_line(event: dict) -> str:
-    argv = event.get("argv") or [event.get("filename") or event.get("exe") or "?"]
+    # a refused exec has no argv yet: the path it named
+    name = event.get("filename") or event.get("path") or event.get("exe")
+    argv = event.get("argv") or [name or "?"]
     text = " ".join(_quote(a) for a in argv)
     if event.get("interpreter"):
         text += f"  (script, via {escape(event['interpreter'])})"
@@ -61,10 +63,16 @@ def _path(event: dict) -> str:
 
 def _file(event: dict) -> str:
     text = _path(event)
-    if event.get("op") == "chmod":
+    syscall = event.get("syscall")
+    if "xattr" in event or (isinstance(syscall, str) and "xattr" in syscall):
+        # an extended attribute has a name, not a mode (recorded as `file chmod`)
+        text += f" xattr={escape(event.get('xattr') or '?')}"
+    elif event.get("op") == "chmod":
         text += f" mode={event.get('arg', 0) & 0o7777:04o}"  # without file-type bits
     elif event.get("op") == "chown":
         text += f" owner={event.get('owner_uid')}:{event.get('owner_gid')}"
+    elif event.get("op") == "repeat":  # opens the kernel folded into a count
+        text += f" opened {event.get('count')} more times, same flags and fd"
     elif event.get("persist"):
         text += f" (persistence: {event['persist']})"
     return text
@@ -147,6 +155,9 @@ def _device(event: dict) -> str:
 
 
 def _system(event: dict) -> str:
+    if event.get("op") == "32-bit-syscall":
+        abi = event.get("abi", "32-bit")
+        return f"{abi} syscall blocked: {escape(str(event.get('syscall', '?')))}"
     if event.get("op") == "persist":
         return f"{escape(event.get('path', ''))} ({event.get('persist')})"
     if event.get("op") == "mount":
@@ -221,11 +232,17 @@ def render(event: dict, t0_ns: int) -> Text:
 
 def _append_markers(line: Text, event: dict) -> None:
     verdict = verdict_of(event)
+    undelivered = verdict == "kill" and event.get("killed") is False
+    if undelivered:
+        verdict = "deny"  # the operation was refused, but nothing was killed
     if verdict and verdict != "allow":
         line.append(" ")
         line.append(f"[{verdict.upper()}]", style=VERDICT_STYLES.get(verdict, "bold"))
         if event.get("rule"):
             line.append(f" {escape(event['rule'])}", style="dim")
+    if undelivered:
+        reason = escape(event.get("kill_error") or "not delivered")
+        line.append(f" (kill rule, no kill: {reason})", style="dim")
     outcome = event.get("escalation")
     if outcome is not None:
         _append_escalation(line, outcome, event.get("rule"))

@@ -54,6 +54,12 @@ RING_SIZE = 64 << 20
 # timeout: woken per record, it took an open/close storm a few records at a time with
 # 2.5-3x the CPU (docs/performance.md, "Tracing overhead on syscall storms")
 WAKEUP_BYTES = 256 << 10
+# a thread's opens identical to its last open event (same file, flags, fd) within this
+# long of it are counted in the kernel and sent as one `file_repeat` event, not one
+# event each: an open/close storm then costs the kernel no ring record and no path
+# walk, and user space almost nothing (docs/performance.md, "Folding repeated
+# opens"); 0: every open is an event
+FOLD_NS = 100_000_000
 # the programs attached at start; exit_* handlers are reached by tail call only
 HOOKS = (
     "handle_sys_enter",
@@ -65,6 +71,7 @@ HOOKS = (
 )
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_S64 = struct.Struct("<q")
 
 
 class Tracer:
@@ -75,10 +82,12 @@ class Tracer:
         cgroup_path: str | Path | None = None,
         ring_size: int = RING_SIZE,
         wakeup_bytes: int = WAKEUP_BYTES,
+        fold_ns: int = FOLD_NS,
     ):
         self.cgroup_path = Path(cgroup_path) if cgroup_path else None
         self.ring_size = ring_size
         self.wakeup_bytes = min(wakeup_bytes, ring_size // 8)  # a small ring fills fast
+        self.fold_ns = fold_ns
         self._obj: libbpf.BpfObject | None = None
         self._links: list[libbpf.Link] = []
         self._ring: RingBuffer | None = None
@@ -102,6 +111,7 @@ class Tracer:
         obj.set_rodata("targ_cgroup", b"\x01" if self.cgroup_path else b"\x00")
         obj.set_rodata("targ_self", _U32.pack(os.getpid()))
         obj.set_rodata("targ_wakeup_bytes", _U32.pack(self.wakeup_bytes))
+        obj.set_rodata("targ_fold_ns", _U64.pack(self.fold_ns))
         obj.map("events").set_max_entries(self.ring_size)
         obj.load()
 
@@ -182,13 +192,16 @@ class Tracer:
 
     def stats(self) -> dict:
         """Counters: events taken in from the ring (decoded or not); events lost in the
-        kernel, either because the ring was full (`drops`) or because a hook was skipped
-        while it was already running on that CPU (`missed`); records that did not
-        decode (`decode_errors`, a subset of `events`)."""
+        kernel, either because the ring was full (`drops`, which also counts folded
+        opens whose repeat event is not sent yet: their thread is still in its run) or
+        because a hook was skipped while it was already running on that CPU (`missed`);
+        records that did not decode (`decode_errors`, a subset of `events`)."""
         drops = missed = 0
         if self._obj is not None and self._obj.loaded:
             values = self._obj.map("drops").lookup_percpu(_U32.pack(0), 8)
             drops = sum(_U64.unpack(v)[0] for v in values)
+            values = self._obj.map("unsent_folds").lookup_percpu(_U32.pack(0), 8)
+            drops += max(0, sum(_S64.unpack(v)[0] for v in values))
             missed = sum(p.recursion_misses() for p in self._obj.programs())
         return {
             "events": self._events,

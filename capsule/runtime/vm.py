@@ -116,10 +116,12 @@ def check_available(image: str | None = None) -> tuple[str, Path]:
     return find_vng(), find_kernel(image)
 
 
-def _vng_argv(vng: str, kernel: Path, memory: str, batch: Path) -> list[str]:
+def _vng_argv(
+    vng: str, kernel: Path, memory: str, batch: Path, qemu_opts: str = ""
+) -> list[str]:
     # --disable-kvm: this host's /dev/kvm cannot boot a stock kernel, so emulate
     guest = f"{sys.executable} {vm_guest.__file__} {batch}"
-    return [
+    argv = [
         vng,
         "--run",
         str(kernel),
@@ -129,6 +131,8 @@ def _vng_argv(vng: str, kernel: Path, memory: str, batch: Path) -> list[str]:
         "--exec",
         guest,
     ]
+    # one "--qemu-opts=..." word, so that an option like -icount is not vng's own
+    return [*argv, f"--qemu-opts={qemu_opts}"] if qemu_opts else argv
 
 
 def _check_names(commands: list[GuestCommand]) -> None:
@@ -189,8 +193,12 @@ def run_batch(
     image: str | None = None,
     memory: str = "1G",
     timeout: float = DEFAULT_TIMEOUT,
+    qemu_opts: str = "",
 ) -> GuestRun:
     """Boot the guest once, run `commands` in order and return their results.
+
+    `qemu_opts` are extra qemu arguments, e.g. "-icount shift=0" for a guest clock
+    that counts emulated instructions instead of following the host's clock.
 
     Raises:
         VmUnavailable: qemu, vng, busybox or the kernel image is missing.
@@ -200,7 +208,7 @@ def run_batch(
     vng, kernel = check_available(image)
     with tempfile.TemporaryDirectory(prefix="capsule-vm-") as tmp:
         batch = _write_batch(commands, Path(tmp))
-        argv = _vng_argv(vng, kernel, memory, batch)
+        argv = _vng_argv(vng, kernel, memory, batch, qemu_opts)
         log.info("booting %s in the LSM VM for %d commands", kernel.name, len(commands))
         started = time.monotonic()
         out, err = _boot(argv, timeout)

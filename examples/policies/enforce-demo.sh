@@ -4,6 +4,8 @@
 # workspace (/work/agent) and a throwaway home below /home (the policy's `~` is
 # /root or /home/*) with a fake ~/.ssh/id_rsa and ~/.bashrc; both are removed after.
 # Usage (as root): enforce-demo.sh RUN_DIR CAPSULE [ARG...]   (CAPSULE: how to run it)
+# CAPSULE_DEMO_POLICY (a compiled artifact instead of coding-agent.cap) and
+# CAPSULE_DEMO_BACKEND (default auto) are how `make demo-lsm` runs it in the LSM VM.
 # Exit status: the agent's, as capsule enforce reports it (0: behaved as expected).
 set -eu
 
@@ -12,6 +14,8 @@ shift
 capsule=("$@")
 case ${capsule[0]} in */*) capsule[0]=$(realpath -s "${capsule[0]}") ;; esac
 here=$(dirname "$(readlink -f "$0")")
+policy=${CAPSULE_DEMO_POLICY:-$here/coding-agent.cap}
+backend=${CAPSULE_DEMO_BACKEND:-auto}
 [ -d /work/agent ] || made_root=1
 mkdir -p /work/agent
 workspace=$(mktemp -d /work/agent/capsule-demo.XXXXXX)
@@ -33,7 +37,7 @@ bashrc=$(cat "$home/.bashrc")
 # the agent starts in its workspace, as an agent would
 status=0
 (cd "$workspace" && HOME=$home "${capsule[@]}" enforce -o "$run" \
-    "$here/coding-agent.cap" -- ./misbehaving-agent.sh) || status=$?
+    --backend "$backend" "$policy" -- ./misbehaving-agent.sh) || status=$?
 
 # seen from outside the sandbox too: the persistence attempt changed nothing
 if [ "$(cat "$home/.bashrc")" != "$bashrc" ]; then

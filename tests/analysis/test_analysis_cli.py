@@ -143,3 +143,13 @@ def test_check_reports_conflicts_with_witnesses(files, capsule):
         "is shadowed by coding.cap:2 (allow file read /home/** priority 1): "
         "e.g. file read /home/"
     ) in text
+
+
+@pytest.mark.parametrize("words", [["file", "read"], ["file", "write", "exe=/bin/x"]])
+def test_explain_file_op_without_a_path_is_a_usage_error(files, capsule, words):
+    out = capsule("explain", "old.cap", *words, cwd=files)
+    assert out.returncode == exitcodes.USAGE
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith("capsule: error: failed to parse event")
+    assert "needs a path" in lines[0]
+    assert "Traceback" not in out.stderr

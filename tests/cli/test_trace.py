@@ -345,9 +345,19 @@ class TestTimeline:
     )
     def test_bad_options(self, run, args, message):
         out = capsule("timeline", str(run.directory), *args)
-        assert out.returncode == 125
+        assert out.returncode == 64
         assert out.stderr.startswith(message)
         assert "Traceback" not in out.stderr
+
+    @pytest.mark.parametrize("value", ["-5", "0"])
+    def test_bad_pid_is_a_usage_error(self, run, value):
+        out = capsule("timeline", str(run.directory), "--pid", value)
+        assert out.returncode == 64
+        assert out.stderr.splitlines()[0] == (
+            f"capsule: error: failed to filter by --pid {value}: expected a process "
+            "id above 0"
+        )
+        assert out.stdout == ""
 
     def test_missing_run(self, tmp_path):
         out = capsule("timeline", str(tmp_path / "none.db"))
@@ -372,7 +382,8 @@ class TestDrops:
             "/usr/bin/python3",
             "-c",
             loop,
-            options=["--buffer-mb", "1", "--json"],
+            # every open its own event (folded, the loop makes a few dozen)
+            options=["--buffer-mb", "1", "--json", "--no-fold"],
             timeout=300,
         )
         assert run.returncode == 0, run.stderr

@@ -30,7 +30,7 @@ def rule(
 
 
 GEN = "/run/capsule/gen"
-# the ops whose hooks walk the path (rename has no hook yet: reported)
+# the ops whose hooks walk the path (rename walks both of its names)
 WALKED_OPS = {"delete", "rmdir", "mkdir", "create", "truncate", "chmod", "chown"}
 
 # the end-to-end policy the LSM VM enforces (tests/lsm/test_codegen_lsm.py)
@@ -79,22 +79,28 @@ ESCALATE_DEFAULT = Policy(
 )
 
 
-def net_rule(
-    line: int, effect: str, ops: set[str], priority: int = 0, **fields: str
+def fields_rule(
+    line: int, effect: str, area: str, ops: set[str], priority: int = 0, **fields: str
 ) -> Rule:
+    """A rule of one clause whose fields are given by name, as in a .cap file."""
     parsed = {
-        name: parse_pattern(FIELDS["network"][name], text)
-        for name, text in fields.items()
+        name: parse_pattern(FIELDS[area][name], text) for name, text in fields.items()
     }
     return Rule(
         Location("gen.cap", line, 1),
         Effect(effect),
         None,
-        "network",
+        area,
         frozenset(ops),
         (ObjectPattern(parsed),),
         priority=priority,
     )
+
+
+def net_rule(
+    line: int, effect: str, ops: set[str], priority: int = 0, **fields: str
+) -> Rule:
+    return fields_rule(line, effect, "network", ops, priority, **fields)
 
 
 NETWORK = Policy(
@@ -116,6 +122,70 @@ NETWORK = Policy(
     defaults={"network": Effect.DENY},
 )
 
+# signal numbers as the table op, the receiver's executable as the path
+SIGNALS = Policy(
+    (
+        fields_rule(1, "deny", "signal", {"send"}, signal="SIGUSR1"),
+        fields_rule(
+            2, "deny", "signal", {"send"}, signal="SIGTERM", target=f"{GEN}/sig-target"
+        ),
+        fields_rule(
+            3, "kill", "signal", {"send"}, signal="SIGHUP", target=f"{GEN}/*.bin"
+        ),
+        fields_rule(4, "allow", "signal", {"send"}, 1, target=f"{GEN}/ok/"),
+    )
+)
+LISTEN_ACCEPT = Policy(
+    (
+        net_rule(1, "deny", {"listen"}, port="7000-7099"),
+        net_rule(2, "audit", {"listen"}, addr="127.0.0.0/8", port="7100-7199"),
+        net_rule(3, "deny", {"accept"}, protocol="tcp"),
+    )
+)
+
+# rename, link and symlink: the first name under the op, the new name (`to`) apart
+NAMES = f"{GEN}/names"
+FILE_NAMES = Policy(
+    (
+        fields_rule(1, "deny", "file", {"rename", "link"}, path=f"{NAMES}/locked/**"),
+        fields_rule(
+            2, "deny", "file", {"rename", "link", "symlink"}, to=f"{NAMES}/guarded/**"
+        ),
+        fields_rule(3, "allow", "file", {"rename"}, 1, to=f"{NAMES}/guarded/ok"),
+        fields_rule(4, "deny", "file", {"symlink"}, path=f"{NAMES}/secret"),
+    )
+)
+
+# memory wx: anonymous memory has no path, a mapped file has its own
+MEMORY = Policy(
+    (
+        rule(1, "deny", "memory", {"wx"}),
+        rule(2, "allow", "memory", {"wx"}, f"{GEN}/jit/", priority=1),
+    )
+)
+
+# namespace clone, per namespace kind
+NAMESPACE = Policy(
+    (
+        fields_rule(1, "deny", "namespace", {"clone"}, ns="net"),
+        fields_rule(2, "kill", "namespace", {"clone"}, ns="ipc"),
+        fields_rule(3, "audit", "namespace", {"clone"}),
+        fields_rule(4, "deny", "namespace", {"clone"}, path="/sys/fs/cgroup/x/"),
+    )
+)
+
+# creds: uid and gid ranges and capabilities, scanned strongest first
+CREDS = Policy(
+    (
+        fields_rule(1, "deny", "creds", {"setuid"}, uid="1000-1999"),
+        fields_rule(2, "allow", "creds", {"setuid"}, 1, uid="1500"),
+        fields_rule(3, "deny", "creds", {"setgid"}, gid="2000"),
+        fields_rule(4, "deny", "creds", {"capset"}, cap="CAP_SYS_ADMIN"),
+        fields_rule(5, "kill", "creds", {"setuid"}, uid="4242"),
+        fields_rule(6, "audit", "creds", {"setuid", "setgid", "capset"}),
+    )
+)
+
 ALL = {
     "file_and_process": FILE_AND_PROCESS,
     "default_deny": DEFAULT_DENY,
@@ -124,4 +194,10 @@ ALL = {
     "globs_only": GLOBS_ONLY,
     "escalate_default": ESCALATE_DEFAULT,
     "network": NETWORK,
+    "signals": SIGNALS,
+    "listen_accept": LISTEN_ACCEPT,
+    "creds": CREDS,
+    "file_names": FILE_NAMES,
+    "memory": MEMORY,
+    "namespace": NAMESPACE,
 }

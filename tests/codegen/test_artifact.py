@@ -11,6 +11,7 @@ import policies
 import pytest
 
 from capsule.codegen import artifact, ir, maps, render
+from capsule.errors import CapsuleError
 from capsule.lang import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,8 @@ def test_manifest_and_maps_describe_the_object(tmp_path: Path) -> None:
     assert manifest["format"] == "capsule-artifact" and manifest["version"] == 1
     sections = [h["section"] for h in manifest["hooks"]]
     assert sections[0] == "lsm.s/file_open" and "lsm/path_unlink" in sections
-    assert "lsm.s/bprm_check_security" in sections and "lsm/path_rename" not in sections
+    assert "lsm.s/bprm_check_security" in sections and "lsm/path_rename" in sections
+    assert "lsm/path_link" not in sections  # only the hooks the policy needs
     assert manifest["rules"][0] == "gen.cap:1"
     assert {"bpf_lsm", "bpf_d_path", "bpf_loop"} <= set(manifest["kernel_features"])
     entries = maps.read_json(tmp_path / "maps.json")
@@ -131,3 +133,75 @@ def test_maps_json_refuses_another_version(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "capsule-maps", "version": 99, "maps": {}}))
     with pytest.raises(ValueError, match="not a capsule-maps v1 file"):
         maps.read_json(bad)
+
+
+def _corrupt_object(obj: Path) -> None:
+    obj.write_bytes(b"\x7fELF" + b"\xff" * 60)  # an ELF magic, then garbage
+
+
+def _truncate_object(obj: Path) -> None:
+    obj.write_bytes(obj.read_bytes()[:200])
+
+
+def _replace_by_another_object(obj: Path) -> None:
+    # an ELF object that is not this artifact's: no policy hooks, no maps
+    other = obj.parent / "other.o"
+    source = obj.parent / "other.c"
+    source.write_text('char LICENSE[] __attribute__((section("license"))) = "GPL";\n')
+    subprocess.run(
+        ["clang", "-target", "bpf", "-c", str(source), "-o", str(other)], check=True
+    )
+    obj.write_bytes(other.read_bytes())
+
+
+@needs_clang
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_corrupt_object, "not a valid BPF ELF object"),
+        (_truncate_object, "not a valid BPF ELF object"),
+        (_replace_by_another_object, "section lsm.s/file_open is missing"),
+    ],
+    ids=["garbage", "truncated", "another-object"],
+)
+def test_load_refuses_a_damaged_object_naming_it(tmp_path: Path, damage, message):
+    built = artifact.build(policies.FILE_AND_PROCESS, tmp_path)
+    assert artifact.load(tmp_path)["sources"] == built.manifest["sources"]
+    damage(built.object)
+    with pytest.raises(CapsuleError) as caught:
+        artifact.load(tmp_path)
+    text = caught.value.message
+    assert "\n" not in text and str(built.object) in text and message in text
+
+
+@needs_clang
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"format": "capsule-artifact", ', "invalid JSON at line 1 column"),
+        ("[1, 2]", "not a capsule-artifact manifest"),
+        ('{"format": "capsule-artifact"}', "'sources' is missing or not a list"),
+        (b"\xff\xfe", "invalid JSON (UnicodeDecodeError"),
+    ],
+    ids=["cut", "not-an-object", "no-sources", "not-utf8"],
+)
+def test_load_refuses_a_damaged_manifest_naming_it(tmp_path: Path, content, message):
+    artifact.build(policies.FILE_AND_PROCESS, tmp_path)
+    manifest = tmp_path / "manifest.json"
+    if isinstance(content, bytes):
+        manifest.write_bytes(content)
+    else:
+        manifest.write_text(content)
+    with pytest.raises(CapsuleError) as caught:
+        artifact.load(tmp_path)
+    text = caught.value.message
+    assert text.startswith(f"failed to read {manifest}: ") and "\n" not in text
+    assert message in text
+
+
+def test_load_names_a_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(CapsuleError) as caught:
+        artifact.load(tmp_path)
+    assert caught.value.message == (
+        f"failed to read {tmp_path / 'manifest.json'}: No such file or directory"
+    )

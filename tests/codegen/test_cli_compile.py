@@ -26,8 +26,9 @@ def test_compile_writes_the_artifact_and_says_what_it_left_out(tmp_path: Path) -
     assert names <= {p.name for p in tmp_path.iterdir()}
     assert "hooks: file_open, path_unlink," in done.stderr
     assert (
-        "bprm_check_security, socket_connect, socket_bind, socket_sendmsg)"
-        in done.stderr
+        "path_symlink, bprm_check_security, socket_connect, socket_bind, "
+        "socket_sendmsg, socket_listen, socket_accept, task_fix_setuid, "
+        "task_fix_setgid, capset, mmap_file, file_mprotect, task_alloc)" in done.stderr
     )
     assert (
         "not enforced in the kernel, decided in user space only: creds" in done.stderr

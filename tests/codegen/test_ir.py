@@ -8,10 +8,10 @@ from pathlib import Path
 import policies
 import pytest
 
-from capsule.codegen import ir
+from capsule.codegen import creds, ir
 from capsule.lang import load_policy, semantics
 from capsule.lang.model import Effect, Event, Policy
-from capsule.lang.names import AREAS, PROTOCOLS
+from capsule.lang.names import AREAS, CAPABILITIES, PROTOCOLS, SIGNALS
 
 SEED = 20261203
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,12 @@ def _instantiate(glob: str, rng: random.Random) -> str:
 
 def _paths_near(policy: Policy, rng: random.Random) -> list[str]:
     """Paths on, under, beside and above every path pattern of the policy."""
-    globs = [str(c.object["path"]) for c in policy.clauses() if "path" in c.object]
+    globs = [
+        str(c.object[name])
+        for c in policy.clauses()
+        for name in ("path", "to")
+        if name in c.object
+    ]
     found = []
     for glob in globs:
         base = _instantiate(glob, rng)
@@ -77,8 +82,66 @@ def _random_events(policy: Policy, area: str, count: int) -> list[Event]:
     rng = random.Random(SEED)
     paths = _paths_near(policy, rng)
     ops = [op for (hooked, op) in ir.HOOKS if hooked == area]
+    events = []
+    for _ in range(count):
+        op, fields = rng.choice(ops), {"path": rng.choice(paths)}
+        if area == "file" and op in ir.FILE_TO_OPS:
+            fields["to"] = rng.choice(paths)  # the new name of rename, link, symlink
+        if area == "memory" and rng.random() < 0.2:
+            fields = {}  # anonymous memory: the kernel looks up ""
+        events.append(Event(area, op, fields))
+    return events
+
+
+def _signal_events(policy: Policy, count: int) -> list[tuple[Event, tuple]]:
+    """Signals to receivers near every target pattern; some receivers have no
+    executable (a kernel thread), which the kernel passes as ""."""
+    rng = random.Random(SEED)
+    paths = [
+        _instantiate(str(c.object["target"]), rng)
+        for c in policy.clauses("signal")
+        if "target" in c.object
+    ]
+    paths += [p + "x" for p in paths] + ["/usr/bin/x", "/run/capsule/gen/tool"]
+    numbers = sorted(SIGNALS.values()) + [0, 40]
+    events = []
+    for _ in range(count):
+        signal, target = rng.choice(numbers), rng.choice(paths + [None])
+        fields = {"signal": signal} | ({"target": target} if target else {})
+        events.append((Event("signal", "send", fields), (signal, target or "")))
+    return events
+
+
+def _creds_events(policy: Policy, count: int) -> list[tuple[Event, tuple]]:
+    """set*id and capset calls with values on and beside every clause's range, and
+    calls that carry no value."""
+    rng = random.Random(SEED)
+    values = [0, 1, 1000, 65534, 4294967294]
+    for clause in policy.clauses("creds"):
+        for pattern in clause.object.values():
+            low = getattr(pattern, "lo", None)
+            low = pattern.number if low is None else low
+            high = getattr(pattern, "hi", low)
+            values += [max(low - 1, 0), low, high, high + 1]
+    values += list(CAPABILITIES.values())
+    events = []
+    for _ in range(count):
+        op, value = rng.choice(["setuid", "setgid", "capset"]), rng.choice(values)
+        value = None if rng.random() < 0.1 else value
+        name = creds.OP_FIELD[op]
+        fields = {} if value is None else {name: value}
+        events.append((Event("creds", op, fields), (op, value)))
+    return events
+
+
+def _ns_events(count: int) -> list[tuple[Event, tuple]]:
+    """Clones asking for one namespace kind each (a clone with several is decided
+    per kind); the kernel's op id is the kind's index."""
+    rng = random.Random(SEED)
+    kinds = [rng.choice(ir.NS_KINDS) for _ in range(count)]
     return [
-        Event(area, rng.choice(ops), {"path": rng.choice(paths)}) for _ in range(count)
+        (Event("namespace", "clone", {"ns": kind}), (ir.NS_KINDS.index(kind), ""))
+        for kind in kinds
     ]
 
 
@@ -107,7 +170,7 @@ def _net_events(policy: Policy, count: int) -> list[tuple[Event, tuple]]:
     events = []
     for _ in range(count):
         op, proto = (
-            rng.choice(["connect", "bind", "send"]),
+            rng.choice(["connect", "bind", "send", "listen", "accept"]),
             rng.choice(["tcp", "udp", "raw"]),
         )
         port = rng.choice(ports + [0, 53, 443, 8080, 65535]) + rng.choice([-1, 0, 0, 1])
@@ -137,9 +200,15 @@ def _assert_decides_like_semantics(policy: Policy) -> int:
     for area, table in lowered.areas.items():
         if area == "network":
             cases = _net_events(policy, 3000)
+        elif area == "signal":
+            cases = _signal_events(policy, 3000)
+        elif area == "creds":
+            cases = _creds_events(policy, 3000)
+        elif area == "namespace":
+            cases = _ns_events(3000)
         else:
             cases = [
-                (e, (e.op, e.fields["path"]))
+                (e, (e.op, e.fields.get("path", ""), e.fields.get("to")))
                 for e in _random_events(policy, area, 3000)
             ]
         for event, args in cases:
@@ -198,20 +267,66 @@ def test_globs_without_a_hash_key_go_to_the_dfa(glob: str) -> None:
 
 
 def test_ops_without_a_hook_are_reported_not_dropped() -> None:
-    lowered = ir.lower(policies.FILE_AND_PROCESS)
-    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:7", ("rename",))]
-    both = Policy((policies.rule(1, "deny", "file", {"read", "link"}, "/x"),))
+    assert ir.lower(policies.FILE_AND_PROCESS).unsupported == []
+    both = Policy((policies.rule(1, "deny", "process", {"exec", "fork"}, "/x"),))
     lowered = ir.lower(both)
-    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("link",))]
-    assert lowered.areas["file"].decide("read", "/x").enforced is Effect.DENY
+    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("fork",))]
+    assert lowered.areas["process"].decide("exec", "/x").enforced is Effect.DENY
 
 
 def test_a_default_deny_names_the_ops_it_cannot_enforce_yet() -> None:
-    lowered = ir.lower(policies.DEFAULT_DENY)
+    assert ir.lower(policies.DEFAULT_DENY).unsupported == []  # every file op
+    lowered = ir.lower(Policy((), defaults={"process": Effect.DENY}))
     (item,) = lowered.unsupported
-    assert (
-        item.ref == "default file" and "rename" in item.ops and "read" not in item.ops
+    assert item.ref == "default process" and "fork" in item.ops
+    assert "exec" not in item.ops
+
+
+def test_a_clause_on_both_names_is_reported_and_one_name_is_decided() -> None:
+    rules = (
+        policies.fields_rule(1, "deny", "file", {"rename"}, path="/a/**", to="/b/**"),
+        policies.fields_rule(2, "deny", "file", {"rename", "link"}, to="/etc/**"),
+        policies.fields_rule(3, "allow", "file", {"rename"}, 1, path="/etc/ok/"),
     )
+    lowered = ir.lower(Policy(rules))
+    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("rename",))]
+    table = lowered.areas["file"]
+    assert table.decide("rename", "/tmp/x", "/etc/passwd").effect is Effect.DENY
+    assert table.decide("link", "/tmp/x", "/etc/passwd").effect is Effect.DENY
+    assert table.decide("rename", "/etc/ok/x", "/etc/y").effect is Effect.ALLOW
+    assert table.decide("rename", "/etc/passwd", "/tmp/x").effect is Effect.ALLOW
+    assert table.decide("rename", None, "/tmp/x").enforced is Effect.DENY
+
+
+def test_accept_clauses_with_an_address_are_left_to_user_space() -> None:
+    rules = (
+        policies.net_rule(1, "deny", {"connect", "accept"}, addr="10.0.0.0/8"),
+        policies.net_rule(2, "deny", {"accept"}, protocol="udp"),
+    )
+    lowered = ir.lower(Policy(rules))
+    assert [(u.ref, u.ops) for u in lowered.unsupported] == [("gen.cap:1", ("accept",))]
+    (connect, accept) = sorted(lowered.areas["network"].entries, key=lambda e: e.ops)
+    assert connect.ops == 1 << AREAS["network"].index("connect")
+    assert accept.ops == 1 << AREAS["network"].index("accept") and accept.proto == 17
+
+
+def test_signal_clauses_key_the_tables_by_signal_number() -> None:
+    table = ir.lower(policies.SIGNALS).areas["signal"]
+    assert 10 in table.any_op  # SIGUSR1, any receiver
+    assert table.decide(10, "").effect is Effect.DENY  # a receiver without an exe
+    assert table.decide(15, "/run/capsule/gen/sig-target").effect is Effect.DENY
+    assert table.decide(15, "/run/capsule/gen/other").effect is Effect.ALLOW
+    assert table.decide(1, "/run/capsule/gen/x.bin").effect is Effect.KILL
+    assert table.decide(64, None).enforced is Effect.ALLOW  # no rule blocks 63 or 64
+
+
+def test_creds_calls_are_decided_per_value_of_their_field() -> None:
+    table = ir.lower(policies.CREDS).areas["creds"]
+    assert table.decide("setuid", 1000).effect is Effect.DENY
+    assert table.decide("setuid", 1500).effect is Effect.ALLOW
+    assert table.decide("setgid", 1000).effect is Effect.AUDIT  # uid rules: no gid
+    assert table.decide("capset", 21).effect is Effect.DENY  # CAP_SYS_ADMIN
+    assert table.decide("capset", None).effect is Effect.AUDIT
 
 
 def test_only_the_hooks_the_policy_needs_are_emitted() -> None:
@@ -222,13 +337,9 @@ def test_only_the_hooks_the_policy_needs_are_emitted() -> None:
     hooks = ir.lower(deny_all).hooks
     assert hooks["file_open"] == tuple(("file", op) for op in ("read", "write", "exec"))
     assert hooks["path_unlink"] == (("file", "delete"),)
-    assert set(hooks) == {
-        "file_open",
-        *(
-            f"path_{h}"
-            for h in ("unlink", "rmdir", "mkdir", "mknod", "truncate", "chmod", "chown")
-        ),
-    }
+    walked = ("unlink", "rmdir", "mkdir", "mknod", "truncate", "chmod", "chown")
+    names = ("rename", "link", "symlink")
+    assert set(hooks) == {"file_open", *(f"path_{h}" for h in walked + names)}
 
 
 def test_every_area_op_with_a_hook_exists_in_the_language() -> None:

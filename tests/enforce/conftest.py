@@ -31,6 +31,7 @@ class Run:
     events: list[dict] = field(default_factory=list)
     coverage: object = None
     stdout: str = ""
+    summary: dict = field(default_factory=dict)
 
     def verdicts(self, area: str, op: str) -> list[dict]:
         return [e for e in self.events if e["area"] == area and e["op"] == op]
@@ -61,7 +62,9 @@ def enforce(tmp_path):
         )
         result = CompatRun(request).run()
         text = out.read_text() if out.exists() else ""
-        return Run(result.exit_code, events, seen.get("report"), text)
+        return Run(
+            result.exit_code, events, seen.get("report"), text, result.summary()
+        )
 
     return run
 

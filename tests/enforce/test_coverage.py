@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from capsule.lang import load_policy
@@ -114,12 +116,65 @@ def test_without_landlock_file_rules_are_audit_only(tmp_path):
     assert line.status == "audit only" and "Landlock is not available" in line.note
 
 
-def test_rendered_report_names_every_rule_and_the_protection(tmp_path):
+def test_verbose_report_names_every_clause_and_the_protection(tmp_path):
     path = tmp_path / "p.cap"
     path.write_text("deny system mount\ndeny process fork\n")
     policy, _ = load_policy([str(path)])
-    text = build_plan(policy, Options(protected=[str(path)], abi=7)).report.render()
+    report = build_plan(policy, Options(protected=[str(path)], abi=7)).report
+    text = report.render(verbose=True)
     assert text.splitlines()[0].startswith("enforcement coverage (backend compat")
     assert f"{path}:1" in text and f"{path}:2" in text
     assert "audit only -- fork: no compat mechanism" in text
     assert "bpf() fails with EPERM" in text and str(path) in text
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CODING_AGENT = ROOT / "examples" / "policies" / "coding-agent.cap"
+
+
+@pytest.fixture(scope="module")
+def coding_agent():
+    policy, _ = load_policy([str(CODING_AGENT)])
+    options = Options(protected=[str(CODING_AGENT)], abi=7, cgroup=True)
+    return build_plan(policy, options).report
+
+
+def test_default_report_is_one_line_per_rule(coding_agent):
+    text = coding_agent.render()
+    lines = text.splitlines()
+    refs = list(dict.fromkeys(line.ref for line in coding_agent.lines))
+    rule_lines = [line for line in lines if "coding-agent.cap:" in line]
+    assert len(rule_lines) == len(refs) == 20
+    assert len(lines) <= 45, text  # one clause a line was 70 and more
+    for ref, line in zip(refs, rule_lines):
+        assert line.split()[0] == ref  # as the timeline names the rule
+    kill = next(line for line in rule_lines if line.split()[0].endswith(":26"))
+    assert kill.split()[1:4] == ["kill", "file", "*"] and "(12 objects)" in kill
+    assert "partial (landlock, seccomp notification) [" in kill
+    persist = next(line for line in rule_lines if line.split()[0].endswith(":52"))
+    assert persist.split()[1:6] == ["audit", "system", "persist", "audit", "only"]
+
+
+def test_default_report_gives_each_note_once(coding_agent):
+    lines = coding_agent.render().splitlines()
+    notes = [line for line in lines if line.startswith("  [")]
+    texts = [line.split("] ", 1)[1] for line in notes]
+    assert len(texts) == len(set(texts)) and texts
+    assert any("kill: the runtime sends SIGKILL" in t for t in texts)
+    # every mark on a rule line is a note below
+    marks = set()
+    for line in lines:
+        if "coding-agent.cap:" in line and line.endswith("]"):
+            marks |= {int(n) for n in line.rsplit("[", 1)[1][:-1].split(",")}
+    assert marks == set(range(1, len(notes) + 1))
+
+
+def test_verbose_report_and_json_keep_every_clause(coding_agent):
+    verbose = coding_agent.render(verbose=True)
+    clauses = [line for line in verbose.splitlines() if "coding-agent.cap:" in line]
+    assert len(clauses) == len(coding_agent.lines) > 60
+    assert "CAP_PERFMON" in verbose  # lists are not cut
+    data = coding_agent.to_json()
+    assert len(data["rules"]) == len(coding_agent.lines)
+    notes = [rule["note"] for rule in data["rules"]]
+    assert notes == [line.note for line in coding_agent.lines]

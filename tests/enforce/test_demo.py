@@ -33,7 +33,7 @@ EXPECTED = [
     ("file", "read", r"^/home/capsule-demo\.\w+/\.ssh/id_rsa$", "kill",
      rule_of("kill file * $credentials")),
     ("network", "bind", r"^127\.0\.0\.1:4444$", "deny", "default:network"),
-    ("file", "exec", r"^/usr/bin/(sudo|su)$", "kill", rule_of("kill process exec")),
+    ("process", "exec", r"^/usr/bin/(sudo|su)$", "kill", rule_of("kill process exec")),
     ("file", "write", r"^/home/capsule-demo\.\w+/\.bashrc$", "deny", "default:file"),
     ("memory", "wx", r"", "deny", rule_of("deny memory wx")),
 ]  # fmt: skip

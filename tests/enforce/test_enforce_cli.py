@@ -109,6 +109,39 @@ class TestRun:
         assert summary["denied"] == 1 and summary["by_rule"] == {f"{path}:1": 1}
         assert res.returncode == summary["exit_code"] != 0
 
+    @pytest.mark.parametrize("verbose", [False, True], ids=["default", "verbose"])
+    def test_coverage_compact_by_default_full_with_v_and_json(
+        self, tmp_path, policy, verbose
+    ):
+        # two objects, one note each: one line by default, two (with notes) with -v
+        path = policy("kill file read /nothing-a/, /nothing-b/\n")
+        res = capsule(
+            *(["-v"] if verbose else []),
+            "enforce",
+            "--json",
+            "-o",
+            str(tmp_path / "run"),
+            str(path),
+            "--",
+            "true",
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+        rules = [line for line in res.stderr.splitlines() if "p.cap:1" in line]
+        if verbose:
+            assert len(rules) == 2 and all(" -- kill: the runtime" in r for r in rules)
+        else:
+            assert len(rules) == 1 and "(2 objects)" in rules[0]
+            assert rules[0].split()[:2] == [f"{path}:1", "kill"]
+            assert rules[0].endswith(" landlock [1]")
+            assert "  [1] kill: the runtime sends SIGKILL" in res.stderr
+        coverage = json.loads(res.stdout)["coverage"]  # every detail, either way
+        assert [r["rule"] for r in coverage["rules"]] == [
+            "kill file read path /nothing-a/",
+            "kill file read path /nothing-b/",
+        ]
+        assert all("kill: the runtime" in r["note"] for r in coverage["rules"])
+
     def test_missing_command_is_127(self, tmp_path, policy):
         path = policy("deny namespace unshare\n")
         res = capsule(
@@ -192,3 +225,28 @@ def test_artifact_is_enforced_and_a_stale_one_refused(tmp_path, policy):
     path.write_text("deny namespace setns\n")
     stale = capsule("enforce", str(artifact), "--", "true", cwd=tmp_path)
     assert stale.returncode == 125 and "changed since it was compiled" in stale.stderr
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("policy.bpf.o", b"\x7fELF" + b"\xff" * 60, "not a valid BPF ELF object"),
+        ("manifest.json", b'{"format": ', "invalid JSON at line 1 column 12"),
+    ],
+    ids=["object", "manifest"],
+)
+def test_damaged_artifact_is_one_line_naming_the_file(
+    tmp_path, policy, name, content, message
+):
+    path = policy("deny file read /nothing/\ndeny namespace unshare\n")
+    artifact = tmp_path / "artifact"
+    built = capsule("compile", str(path), "-o", str(artifact), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    (artifact / name).write_bytes(content)
+    marker = tmp_path / "ran"
+    res = capsule("enforce", str(artifact), "--", "touch", str(marker), cwd=tmp_path)
+    assert res.returncode == 125
+    first = res.stderr.splitlines()[0]
+    assert first.startswith(f"capsule: error: failed to read {artifact / name}: ")
+    assert message in first and "Traceback" not in res.stderr
+    assert not marker.exists()

@@ -24,4 +24,6 @@ def lsm_vm(tmp_path_factory: pytest.TempPathFactory) -> vm.GuestRun:
         jobdir = workdir / name
         jobdir.mkdir()
         commands.append(builder(jobdir, loader))
-    return vm.run_batch(commands)
+    # the boot's allowance plus every job's own limit: the batch grows with the jobs
+    limit = vm.DEFAULT_TIMEOUT + sum(command.timeout for command in commands)
+    return vm.run_batch(commands, timeout=limit)

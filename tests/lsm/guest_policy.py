@@ -1,7 +1,8 @@
 """Guest side of a generated-policy test: make the files, load the artifact, probe.
 
 Usage: guest_policy.py LSM_RUN ARTIFACT_DIR SCENARIO_JSON. The scenario names files
-to create ("files", "executables") under /run/capsule and the probe items to try.
+to create ("files", "dirs", "executables", "sleepers": copies of sleep) under
+/run/capsule and the probe items to try.
 """
 
 import json
@@ -25,6 +26,9 @@ def _make_files(scenario: dict) -> None:
     for path in scenario.get("executables", []):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         shutil.copy("/bin/true", path)
+    for path in scenario.get("sleepers", []):  # signal receivers
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copy("/bin/sleep", path)
 
 
 def main(lsm_run: str, artifact: str, scenario_path: str) -> int:

@@ -11,6 +11,7 @@ from lsm_harness import HERE, guest_job, probe_results
 from capsule.codegen import artifact, ir
 from capsule.events import schema
 from capsule.lang import load_policy
+from capsule.lang.names import NAMESPACES
 from capsule.runtime import vm
 
 sys.path.insert(0, str(HERE.parent / "codegen"))
@@ -80,7 +81,82 @@ NET_EXPECTED = {
     "send:127.0.0.1:9:udp": "ok",  # audit
     "send:127.0.0.3:9:udp": "EPERM",  # the /32 send deny beats the udp audit
 }
-SCENARIOS = {"file_and_process": SCENARIO, "network": {"probes": list(NET_EXPECTED)}}
+SIGNAL_EXPECTED = {
+    f"signal:USR1:{GEN}/sleeper": "EPERM",  # a signal to any receiver
+    f"signal:TERM:{GEN}/sig-target": "EPERM",  # this signal to this executable
+    f"signal:TERM:{GEN}/sleeper": "ok",
+    f"signal:HUP:{GEN}/a.bin": "SIGKILL",  # a glob target (DFA); kill the sender
+    f"signal:HUP:{GEN}/sleeper": "ok",
+    f"signal:USR1:{GEN}/ok/sleeper": "ok",  # priority 1 allow of every signal
+}
+LISTEN_EXPECTED = {
+    "listen:127.0.0.1:7001": "EPERM",
+    "listen:[::1]:7002": "EPERM",
+    "listen:127.0.0.1:7101": "ok",  # audit
+    "listen:127.0.0.1:8001": "ok",  # no clause: default allow
+    "accept:127.0.0.1:8002": "EPERM",  # tcp accept denied; its listen allowed
+}
+CREDS_EXPECTED = {
+    "setuid:1000": "EPERM",
+    "setuid:1500": "ok",  # priority 1 allow inside the denied range
+    "setuid:3000": "ok",  # audit
+    "setuid:4242": "SIGKILL",
+    "setgid:2000": "EPERM",
+    "setgid:2001": "ok",
+    "capset:21": "EPERM",  # CAP_SYS_ADMIN added back
+    "capset:12": "ok",  # CAP_NET_ADMIN
+}
+NAMES = policies.NAMES
+NAMES_EXPECTED = {
+    f"rename:{NAMES}/locked/a={NAMES}/free/x": "EPERM",  # the old name
+    f"rename:{NAMES}/free/a={NAMES}/guarded/x": "EPERM",  # the new name
+    f"rename:{NAMES}/free/b={NAMES}/guarded/ok": "ok",  # priority 1 allow
+    f"rename:{NAMES}/free/c={NAMES}/free/y": "ok",
+    f"link:{NAMES}/locked/b={NAMES}/free/l1": "EPERM",
+    f"link:{NAMES}/free/d={NAMES}/guarded/l2": "EPERM",
+    f"link:{NAMES}/free/d={NAMES}/free/l3": "ok",
+    f"symlink:{NAMES}/secret={NAMES}/free/s1": "EPERM",  # the content
+    f"symlink:{NAMES}/free/d={NAMES}/guarded/s2": "EPERM",
+    f"symlink:{NAMES}/free/d={NAMES}/free/s3": "ok",
+}
+WX_EXPECTED = {
+    "wx:anon": "EPERM",
+    f"wx:{GEN}/jit/lib": "ok",  # priority 1 allow of this directory
+    f"wx:{GEN}/other-lib": "EPERM",
+    "mprotect:anon": "EPERM",
+    f"mprotect:{GEN}/jit/lib": "ok",
+}
+NS_FLAGS = sum(NAMESPACES.values())
+CLONE_EXPECTED = {
+    "clone:net": "EPERM",
+    "clone:uts": "ok",  # audit
+    "clone:uts,net": "EPERM",  # the weightiest kind decides
+    "clone:ipc": "SIGKILL",
+    "clone:none": "ok",  # a plain fork is no namespace clone
+}
+SCENARIOS = {
+    "file_and_process": SCENARIO,
+    "network": {"probes": list(NET_EXPECTED)},
+    "signals": {
+        "sleepers": [
+            f"{GEN}/{name}" for name in ("sleeper", "sig-target", "a.bin", "ok/sleeper")
+        ],
+        "probes": list(SIGNAL_EXPECTED),
+    },
+    "listen_accept": {"probes": list(LISTEN_EXPECTED)},
+    "creds": {"probes": list(CREDS_EXPECTED)},
+    "file_names": {
+        "files": [f"{NAMES}/{n}" for n in ("locked/a", "locked/b", "free/a")]
+        + [f"{NAMES}/free/{n}" for n in "bcd"],
+        "dirs": [f"{NAMES}/guarded"],
+        "probes": list(NAMES_EXPECTED),
+    },
+    "memory": {
+        "files": [f"{GEN}/jit/lib", f"{GEN}/other-lib"],
+        "probes": list(WX_EXPECTED),
+    },
+    "namespace": {"probes": list(CLONE_EXPECTED)},
+}
 
 
 def _artifact_job(name: str, workdir: Path, loader: Path) -> vm.GuestCommand:
@@ -93,7 +169,9 @@ def _artifact_job(name: str, workdir: Path, loader: Path) -> vm.GuestCommand:
     ]
     scenario = workdir / "scenario.json"
     scenario.write_text(json.dumps(SCENARIOS.get(name, {"probes": []})))
-    return vm.GuestCommand(f"codegen_{name}", [*argv, str(scenario)], timeout=120)
+    # generous: every probe that changes credentials or signals starts a Python child,
+    # seconds each under TCG on a loaded host
+    return vm.GuestCommand(f"codegen_{name}", [*argv, str(scenario)], timeout=240)
 
 
 def _policy(name: str) -> policies.Policy:
@@ -192,6 +270,92 @@ def test_generated_network_policy_decides_in_the_kernel_as_written(
     assert ("connect", "127.0.0.2", 1500) in denied
     assert ("bind", "127.0.0.1", 80) in denied
     assert ("send", "127.0.0.3", 9) in denied
+
+
+def test_generated_signal_policy_decides_in_the_kernel_as_written(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_signals"]
+    assert probe_results(result) == SIGNAL_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e["sig"], frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    assert ("send", 10, frozenset({"DENIED"})) in seen
+    assert ("send", 15, frozenset({"DENIED"})) in seen
+    assert ("send", 1, frozenset({"DENIED", "KILLED"})) in seen
+
+
+def test_generated_listen_and_accept_policy_decides_in_the_kernel_as_written(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_listen_accept"]
+    assert probe_results(result) == LISTEN_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e["addr"], e["port"], frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    assert ("listen", "127.0.0.1", 7001, frozenset({"DENIED"})) in seen
+    assert ("listen", "::1", 7002, frozenset({"DENIED"})) in seen
+    assert ("listen", "127.0.0.1", 7101, frozenset({"AUDIT"})) in seen
+    assert any(op == "accept" and "DENIED" in flags for op, _, _, flags in seen)
+
+
+def test_generated_creds_policy_decides_in_the_kernel_as_written(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_creds"]
+    assert probe_results(result) == CREDS_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e["new_uid"], e["new_gid"], frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    assert ("setuid", 1000, 0, frozenset({"DENIED"})) in seen
+    assert ("setuid", 3000, 0, frozenset({"AUDIT"})) in seen
+    assert ("setuid", 4242, 0, frozenset({"DENIED", "KILLED"})) in seen
+    assert ("setgid", 0, 2000, frozenset({"DENIED"})) in seen
+    assert any(op == "capset" and "DENIED" in flags for op, _, _, flags in seen)
+
+
+def test_generated_rename_link_symlink_policy_decides_on_both_names(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_file_names"]
+    assert probe_results(result) == NAMES_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e["path"], e["new_path"], frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    denied = frozenset({"DENIED"})
+    assert ("rename", f"{NAMES}/locked/a", f"{NAMES}/free/x", denied) in seen
+    assert ("link", f"{NAMES}/free/d", f"{NAMES}/guarded/l2", denied) in seen
+    assert ("symlink", f"{NAMES}/secret", f"{NAMES}/free/s1", denied) in seen
+
+
+def test_generated_memory_policy_denies_writable_executable_mappings(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_memory"]
+    assert probe_results(result) == WX_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e.get("path") or "", frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    assert ("wx", "", frozenset({"DENIED"})) in seen
+    assert ("wx", f"{GEN}/other-lib", frozenset({"DENIED"})) in seen
+
+
+def test_generated_namespace_policy_decides_clone_per_kind(
+    lsm_vm: vm.GuestRun,
+) -> None:
+    result = lsm_vm.results["codegen_namespace"]
+    assert probe_results(result) == CLONE_EXPECTED, result.stdout + result.stderr
+    seen = {
+        (e["op"], e["clone_flags"] & NS_FLAGS, frozenset(schema.flag_names(e["flags"])))
+        for e in _events(result)
+    }
+    assert ("clone", 0x40000000, frozenset({"DENIED"})) in seen  # CLONE_NEWNET
+    assert ("clone", 0x04000000, frozenset({"AUDIT"})) in seen  # CLONE_NEWUTS
 
 
 def test_generated_policy_reports_each_decision_as_an_event(

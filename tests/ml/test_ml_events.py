@@ -32,6 +32,8 @@ def test_test_pairs_use_task_texts_that_training_never_saw(pairs):
         assert not tasks[split] & tasks["train"]
     assert not tasks["test"] & tasks["val"]
     assert not tasks["holdout"] & (tasks["val"] | tasks["test"] | tasks["fresh"])
+    earlier = ("train", "val", "test", "fresh", "holdout")
+    assert not tasks["holdout2"] & set().union(*(tasks[s] for s in earlier))
 
 
 def test_dual_use_recording_is_labelled_by_its_task(pairs):
@@ -45,7 +47,7 @@ def _scores(model, chosen):
     return model.scores(np.stack([model.spec.vectorize(p.window) for p in chosen]))
 
 
-@pytest.mark.parametrize("split", ["test", "fresh", "holdout"])
+@pytest.mark.parametrize("split", ["test", "fresh", "holdout", "holdout2"])
 def test_held_out_risky_windows_score_above_benign_ones(events_model, pairs, split):
     chosen = [p for p in pairs if p.split == split]
     scores = _scores(events_model, chosen)

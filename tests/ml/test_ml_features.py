@@ -7,8 +7,10 @@ import pytest
 
 from capsule.errors import CapsuleError
 from capsule.ml.features import (
+    BEHAVIOUR,
     FeatureSpec,
     Window,
+    behaviour,
     event_token,
     path_class,
     task_words,
@@ -99,6 +101,19 @@ EVENTS = [
         "network.connect:lo-tcp-port",
     ),
     ({"area": "creds", "op": "setuid"}, "creds.setuid"),
+    # a tool reading its own credential-like config is not a secret read
+    (
+        {"area": "file", "op": "read", "path": "/h/.netrc", "exe": "/usr/bin/wget"},
+        "file.read:toolcfg",
+    ),
+    (
+        {"area": "file", "op": "read", "path": "/h/.netrc", "exe": "/usr/bin/cat"},
+        "file.read:cred",
+    ),
+    (
+        {"area": "file", "op": "read", "path": "/etc/shadow", "exe": "/usr/bin/su"},
+        "file.read:cred",
+    ),
 ]
 
 
@@ -175,3 +190,79 @@ def test_bad_spec_is_refused():
         FeatureSpec("bytes", ())
     with pytest.raises(CapsuleError, match="unknown group 'colour'"):
         FeatureSpec("syscalls", (), groups=("colour",))
+
+
+def _behaviour(events):
+    row = behaviour(window_from_events(events, workspace="/h/project"))
+    return {name for name, value in zip(BEHAVIOUR, row) if value}
+
+
+def _ev(area, op, pid, exe, **more):
+    return {"area": area, "op": op, "pid": pid, "exe": exe, **more}
+
+
+SEND = {"addr": "127.0.0.1", "port": 9, "sock_type": 1}
+
+
+def test_behaviour_tells_which_process_read_the_secret_and_who_sent_it():
+    wget = _behaviour(
+        [
+            _ev("file", "read", 5, "/usr/bin/wget", path="/h/.netrc"),
+            _ev("network", "connect", 5, "/usr/bin/wget", **SEND),
+        ]
+    )
+    assert wget == {
+        "own-config-read",
+        "own-config-then-send-same-process",
+        "send-without-secret",
+        "senders",
+        "max-sends-per-process",
+    }
+    piped = _behaviour(
+        [
+            _ev("file", "read", 5, "/usr/bin/cat", path="/h/.ssh/id_rsa"),
+            _ev("network", "connect", 6, "/usr/bin/curl", **SEND),
+        ]
+    )
+    assert {"secret-read", "secret-then-send-other-process"} <= piped
+    assert "secret-then-send-same-process" not in piped
+    same = _behaviour(
+        [
+            _ev("file", "read", 5, "/usr/bin/bash", path="/h/.aws/credentials"),
+            _ev("network", "send", 5, "/usr/bin/bash", **SEND),
+        ]
+    )
+    assert {"secret-then-send-same-process", "shell-network"} <= same
+    # sent before the secret was read: not the read-then-send order
+    before = _behaviour(
+        [
+            _ev("network", "connect", 6, "/usr/bin/curl", **SEND),
+            _ev("file", "read", 5, "/usr/bin/cat", path="/h/.ssh/id_rsa"),
+        ]
+    )
+    assert "secret-then-send-other-process" not in before
+
+
+def test_behaviour_sees_persistence_privileges_and_deletes():
+    found = _behaviour(
+        [
+            _ev("file", "write", 5, "/usr/bin/bash", path="/h/.bashrc"),
+            _ev("creds", "setuid", 6, "/usr/bin/python3.11"),
+            _ev("creds", "setuid", 7, "/usr/bin/make"),
+            _ev("file", "delete", 8, "/usr/bin/rm", path="/h/documents/a"),
+            _ev("file", "delete", 8, "/usr/bin/rm", path="/h/project/a"),
+        ]
+    )
+    assert {"persistence-write", "privilege-change", "delete-outside"} <= found
+    # make switching ids is a build tool's routine, not a privilege change
+    assert _behaviour([_ev("creds", "setuid", 7, "/usr/bin/make")]) == set()
+    assert behaviour(window_from_events([{"area": "file", "op": "read"}])).sum() == 0
+
+
+def test_behaviour_is_in_the_spec_names():
+    spec = FeatureSpec("events", ("file.read:cred",), groups=("ngrams", "behaviour"))
+    assert spec.names()[1:] == [f"behaviour:{name}" for name in BEHAVIOUR]
+    row = spec.vectorize(
+        window_from_events([_ev("file", "read", 1, "/bin/cat", path="/h/.netrc")])
+    )
+    assert row[spec.names().index("behaviour:secret-read")] == 1.0

@@ -1,7 +1,7 @@
 """Ordinary work must score harmless: traced commands, tiny windows, and the hold-out.
 
 The traced commands run here, in a throwaway project, so the model has never seen
-these recordings; the "holdout" split was recorded after the model was fixed.
+these recordings; the "holdout2" split was recorded after the model was fixed.
 """
 
 import json
@@ -120,14 +120,24 @@ def test_credential_read_then_send_is_risky_even_when_short(events_model):
     assert events_model.classify(window).risky
 
 
-def test_holdout_figures_do_not_regress(events_model):
+@pytest.mark.parametrize(
+    "split, max_fp, min_tp",
+    [
+        # version 6's hold-out (v6: 9/270 false positives, 162/180 caught; v7:
+        # 0/270, 162/180, not clean: its errors guided version 7)
+        ("holdout", 9, 162),
+        # version 7's clean hold-out (docs/ml.md): 8/270 false positives, 180/180
+        ("holdout2", 8, 180),
+    ],
+)
+def test_holdout_figures_do_not_regress(events_model, split, max_fp, min_tp):
     chosen = [
-        p for p in scenarios.pairs(scenarios.load_recordings()) if p.split == "holdout"
+        p for p in scenarios.pairs(scenarios.load_recordings()) if p.split == split
     ]
     rows = np.stack([events_model.spec.vectorize(p.window) for p in chosen])
     flagged = events_model.scores(rows) >= events_model.threshold
     labels = np.array([p.label for p in chosen])
-    # the measured figures in docs/ml.md (9/270 false positives, 162/180 caught):
-    # short of the 1% / 95% targets, so this only guards against getting worse
-    assert flagged[labels == 0].sum() <= 9
-    assert flagged[labels == 1].sum() >= 162
+    # short of the 1% false-positive target, so this only guards against getting
+    # worse than the figures measured in docs/ml.md
+    assert flagged[labels == 0].sum() <= max_fp
+    assert flagged[labels == 1].sum() >= min_tp

@@ -402,6 +402,28 @@ class TestResolution:
         assert len(out) == 1
 
 
+class TestRepeat:
+    """A repeat event is named by the open event of its thread that it repeats."""
+
+    def test_path_comes_from_the_threads_last_open_event(self):
+        e = Enricher()
+        e.enrich(event("file", "read", 10, 999_990, path="/etc/hosts", fd=3))
+        e.enrich(event("file", "read", 11, 999_989, path="/etc/passwd", fd=3))
+        rep = e.enrich(
+            event("file", "repeat", 20, 999_990, fd=3, count=5, first_ns=10)
+        )[0]
+        assert rep["path"] == "/etc/hosts" and rep["count"] == 5
+
+    def test_no_path_when_the_open_event_is_not_the_one_repeated(self):
+        e = Enricher()
+        e.enrich(event("file", "read", 10, 999_988, path="/etc/hosts", fd=3))
+        rep = e.enrich(
+            event("file", "repeat", 20, 999_988, fd=3, count=5, first_ns=9)
+        )[0]
+        # never another file's path: only the fd's, marked as such
+        assert "path" not in rep and rep.get("fd_path") == "/etc/hosts"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a cgroup needs root")
 def test_cgroup_id_resolves_to_its_path():
     root = enrich.cgroup2_mount()

@@ -90,6 +90,10 @@ class TestLines:
         assert describe(event("file", "create", path="/tmp/new")) == "/tmp/new"
         assert describe(event("file", "rename", path="/a", new_path="/b")) == "/a -> /b"
 
+    def test_folded_opens_show_their_count(self):
+        ev = event("file", "repeat", path="/etc/hosts", count=41, fd=3, syscall=257)
+        assert describe(ev) == "/etc/hosts opened 41 more times, same flags and fd"
+
     def test_network(self):
         ev = event(
             "network",
@@ -118,6 +122,37 @@ class TestLines:
                 "killed by SIGKILL",
             ),
             ("file", "chmod", {"path": "/tmp/x", "arg": 0o755}, "/tmp/x mode=0755"),
+            ("file", "read", {"path": "/tmp/x", "syscall": 257}, "/tmp/x"),
+            (
+                "process",
+                "exec",
+                {"path": "/usr/bin/sudo", "error": 13, "error_name": "EACCES"},
+                "/usr/bin/sudo = EACCES",
+            ),
+            (
+                "system",
+                "32-bit-syscall",
+                {"syscall": "getpid", "abi": "32-bit"},
+                "32-bit syscall blocked: getpid",
+            ),
+            (
+                "file",
+                "chmod",
+                {"path": "/tmp/x", "syscall": "setxattr", "xattr": "user.k"},
+                "/tmp/x xattr=user.k",
+            ),
+            (
+                "file",
+                "chmod",
+                {"path": "/tmp/x", "syscall": "fremovexattr", "xattr": "a\nb"},
+                "/tmp/x xattr=a\\nb",
+            ),
+            (
+                "file",
+                "chmod",
+                {"path": "/tmp/x", "syscall": "lsetxattr", "xattr": None},
+                "/tmp/x xattr=?",
+            ),
             (
                 "file",
                 "delete",

@@ -547,7 +547,8 @@ def test_ring_buffer_drops_are_counted():
     require_root()
     from capsule.runtime.tracer import Tracer
 
-    with Tracer(ring_size=4096 * 4) as t:  # 16 KiB: fills after a few dozen opens
+    # unfolded: every open is a record (folded, the same file would make one or two)
+    with Tracer(ring_size=4096 * 4, fold_ns=0) as t:  # 16 KiB: full after a few dozen
         t.start()
         ready_r, ready_w = os.pipe()
         pid = os.fork()
@@ -572,7 +573,7 @@ def test_small_ring_wraps_without_corrupting_records():
     require_root()
     from capsule.runtime.tracer import Tracer
 
-    with Tracer(ring_size=4096 * 4) as t:  # each open is 632 bytes: wraps every ~25
+    with Tracer(ring_size=4096 * 4, fold_ns=0) as t:  # 632-byte opens: wraps every ~25
         t.start()
         events = run_traced(
             t,
@@ -610,7 +611,7 @@ def test_reader_is_woken_by_a_batch_not_by_each_record():
     require_root()
     from capsule.runtime.tracer import Tracer
 
-    with Tracer(ring_size=1 << 20) as t:  # wakes the reader at 128 KiB unread
+    with Tracer(ring_size=1 << 20, fold_ns=0) as t:  # wakes the reader at 128 KiB
         t.start()
         assert t.wakeup_bytes == 128 << 10
         _opens_in_child(t, 1)
@@ -623,6 +624,94 @@ def test_reader_is_woken_by_a_batch_not_by_each_record():
         started = time.monotonic()
         t.wait(10_000)
         assert time.monotonic() - started < 5 and t.unread() >= t.wakeup_bytes
+
+
+# -- folding repeated opens -----------------------------------------------------------
+
+
+def _opens(tracer, code: str) -> list[dict]:
+    return [e for e in py(tracer, code) if e["kind"] in ("file_read", "file_repeat")]
+
+
+def _folded_total(events: list[dict], path: str) -> int:
+    """Opens of path that the events stand for: one per open event, plus each repeat
+    event's count, checked to follow the open event it repeats."""
+    total, last_open = 0, None
+    for e in events:
+        if e["kind"] == "file_read":
+            last_open = e
+            total += e["path"] == path
+        elif e["kind"] == "file_repeat":
+            assert last_open is not None and e["first_ns"] == last_open["ts_ns"], e
+            assert e["fd"] == last_open["fd"] and e["tid"] == last_open["tid"]
+            assert e["first_ns"] <= e["last_ns"] <= e["ts_ns"] and e["count"] > 0
+            total += e["count"] if last_open["path"] == path else 0
+    return total
+
+
+def test_repeated_opens_fold_into_a_counted_repeat_event(tracer):
+    events = _opens(tracer, OPEN_LOOP)
+    reads = of_kind(events, "file_read", path="/etc/hostname")
+    repeats = of_kind(events, "file_repeat")
+    # one event per 100 ms window at most: far fewer than 3000, and the count is exact
+    assert repeats and len(reads) < 100 and len(repeats) <= len(reads)
+    assert _folded_total(events, "/etc/hostname") == 3000
+    assert repeats[0]["syscall"] == reads[0]["syscall"] and repeats[0]["ret"] >= 0
+
+
+def test_other_opens_end_the_run_and_keep_the_order(tmp_path):
+    require_root()
+    from capsule.runtime.tracer import Tracer
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("a")
+    b.write_text("b")
+    code = f"""
+        import os
+        def o(p, n, flags=0):
+            for _ in range(n): os.close(os.open(p, flags))
+        a, b = {str(a)!r}, {str(b)!r}
+        o(a, 3); o(b, 1); o(a, 2); o(a, 2, os.O_RDWR)
+        os.getppid(); o(a, 3)
+        try: os.setsid()
+        except OSError: pass
+        o(a, 1)
+    """
+    with Tracer(fold_ns=60 * 10**9) as t:  # a window no pause under load can outlast
+        t.start()
+        events = py(t, code)
+    events = [
+        e
+        for e in events
+        if e["kind"] in ("file_repeat", "proc_setsid")
+        or str(tmp_path) in (e.get("path") or "")
+    ]
+    seen = [(e["kind"], e.get("path"), e.get("count")) for e in events]
+    assert seen == [
+        ("file_read", str(a), None),
+        ("file_repeat", None, 2),  # the decoder leaves the path to enrichment
+        ("file_read", str(b), None),
+        ("file_read", str(a), None),
+        ("file_repeat", None, 1),
+        ("file_write", str(a), None),  # other flags: a new event
+        ("file_repeat", None, 1),
+        ("file_read", str(a), None),  # other flags again (getppid is not traced)
+        ("file_repeat", None, 2),  # a traced syscall of another kind ends the run
+        ("proc_setsid", None, None),
+        ("file_read", str(a), None),
+    ], seen
+
+
+def test_no_folding_with_fold_ns_zero():
+    require_root()
+    from capsule.runtime.tracer import Tracer
+
+    with Tracer(fold_ns=0) as t:
+        t.start()
+        events = _opens(t, OPEN_LOOP)
+        stats = t.stats()
+    assert not of_kind(events, "file_repeat") and stats["drops"] == 0
+    assert len(of_kind(events, "file_read", path="/etc/hostname")) == 3000
 
 
 @pytest.mark.parametrize("path", ["/tmp", "/sys/fs/cgroup/unified/no-such-group"])

@@ -13,14 +13,13 @@ import errno
 import logging
 import os
 import re
-import signal
 import struct
 from collections.abc import Callable
 
 from capsule.lang.model import Effect, Event, Policy
 from capsule.lang.semantics import decide
 from capsule.runtime import build, libbpf
-from capsule.runtime.compat import files
+from capsule.runtime.compat import files, kills
 from capsule.runtime.compat.cgroup import AgentCgroup
 from capsule.runtime.compat.landlock import FS
 from capsule.runtime.names import syscall_name
@@ -169,16 +168,16 @@ class DenialWatcher:
             if path2
             else None
         )
-        verdict, rule = self._decide(name, args, path, path2)
-        if verdict is None:
+        if name in ("execve", "execveat") and raw["ret"] == -errno.EPERM:
+            # Landlock refuses an exec with EACCES; EPERM is the seccomp supervisor's
+            # (memory fileless-exec), which records that refusal itself
+            return None
+        decided = self._decide(name, args, path, path2)
+        if decided is None:
             return None  # not Landlock's doing (a permission bit, a read-only mount)
-        if verdict is Effect.KILL:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        area, op, _ = candidates(name, args)[0]
-        event = {
+        verdict, rule, area, op = decided
+        killed = kills.outcome(pid) if verdict is Effect.KILL else {}
+        event = killed | {
             "ts_ns": raw["ts_ns"],
             "pid": pid,
             "tid": raw["tid"],
@@ -196,32 +195,62 @@ class DenialWatcher:
             event["new_path"] = path2
         return event
 
-    def _decide(self, name, args, path, path2) -> tuple[Effect | None, str | None]:
-        handled = False
+    def _decide(self, name, args, path, path2) -> tuple[Effect, str, str, str] | None:
+        """(effect, rule, area, op) of the refusal; None when Landlock did not refuse.
+
+        Each candidate op is decided on the path as named and as Landlock saw it (its
+        symbolic links resolved); a blocking rule names the refusal before an area's
+        default does. Only a refusal that no rule explains is Landlock's
+        over-approximation.
+        """
+        handled, found = False, []
         for area, op, which in candidates(name, args):
-            fields = (
-                {"path": path, "to": path2}
-                if which == "both"
-                else ({"path": path2} if which == "path2" else {"path": path})
-            )
-            for key in [k for k in fields] if which == "both" else ["path"]:
-                event = Event(area, op, {key: fields[key]})
-                decision = decide(self.policy, event)
-                effect = (
-                    files.enforced(decision.clause.rule)
-                    if decision.clause
-                    else (decision.enforced)
-                )
-                if effect.blocks:
-                    ref = (
-                        decision.clause.rule.ref
-                        if decision.clause
-                        else f"default:{area}"
-                    )
-                    return effect, ref
+            for key, value in _named_paths(which, path, path2):
+                blocking = self._blocking(area, op, key, value)
+                if blocking is not None:
+                    found.append((*blocking, area, op))
             for entry in files.OP_RIGHTS.get((area, op), []):
                 handled |= bool(entry[0] & self.handled)
-        return (Effect.DENY, OVER_APPROXIMATION) if handled else (None, None)
+        if found:
+            # a rule of the policy before an area's default, then the strongest
+            return max(found, key=_precedence)
+        if not handled:
+            return None
+        for area, op, which in candidates(name, args):
+            for key, value in _named_paths(which, path, path2):
+                entries = self._blocking_entries(area, op, key, value)
+                if entries is not None:
+                    return (*entries, area, op)
+        area, op, _ = candidates(name, args)[0]
+        return Effect.DENY, OVER_APPROXIMATION, area, op
+
+    def _blocking(
+        self, area: str, op: str, key: str, path: str
+    ) -> tuple[Effect, str] | None:
+        """The blocking verdict and rule for the path, named or resolved, if any."""
+        for value in dict.fromkeys([path, _resolved(path)]):
+            decision = decide(self.policy, Event(area, op, {key: value}))
+            clause = decision.clause
+            effect = files.enforced(clause.rule) if clause else decision.enforced
+            if effect.blocks:
+                return effect, clause.rule.ref if clause else f"default:{area}"
+        return None
+
+    def _blocking_entries(
+        self, area: str, op: str, key: str, path: str
+    ) -> tuple[Effect, str] | None:
+        """A rule that blocks every entry of the directory `path` (`D/**`, `D/*`):
+        Landlock cannot grant D without granting them, so it refuses D as well."""
+        directory = _resolved(path)
+        if not os.path.isdir(directory):
+            return None
+        # no file name holds a NUL: only a pattern that covers any entry matches it
+        probe = Event(area, op, {key: os.path.join(directory, "\0")})
+        decision = decide(self.policy, probe)
+        clause = decision.clause
+        if clause is not None and files.enforced(clause.rule).blocks:
+            return files.enforced(clause.rule), clause.rule.ref
+        return None
 
     def close(self) -> None:
         if self.link is not None:
@@ -231,6 +260,27 @@ class DenialWatcher:
             self.ring.close()
             self.ring = None
         self.obj.close()
+
+
+def _precedence(found: tuple[Effect, str, str, str]) -> tuple[bool, int]:
+    effect, rule, _, _ = found
+    return not rule.startswith("default:"), effect.rank
+
+
+def _named_paths(which: str, path: str, path2: str | None) -> list[tuple[str, str]]:
+    """(policy field, path) for each path of the refused call that its op concerns."""
+    if which == "both":
+        return [("path", path)] + ([("to", path2)] if path2 else [])
+    return [("path", path2 if which == "path2" and path2 else path)]
+
+
+def _resolved(path: str) -> str:
+    """The path with every symbolic link resolved, the last one included: the file
+    Landlock checked (a link to a denied file is refused as that file)."""
+    try:
+        return os.path.realpath(path) if path.startswith("/") else path
+    except (OSError, ValueError):
+        return path
 
 
 def _text(data: bytes) -> str:

@@ -7,8 +7,6 @@ device number of every node the agent's processes open, whatever its path.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from capsule.lang.model import Clause, DeviceNumber, Name, Policy
 from capsule.lang.patterns import device_class_numbers
 from capsule.lang.semantics import precedence
 from capsule.runtime import build, libbpf
+from capsule.runtime.compat import kills
 from capsule.runtime.compat.cgroup import AgentCgroup
 from capsule.runtime.compat.files import enforced
 from capsule.runtime.compat.network import VERDICTS
@@ -136,14 +135,11 @@ class DeviceGuard:
         for record in self.ring.poll(timeout_ms):
             raw = dict(zip(EVENT_FIELDS, EVENT.unpack_from(record)))
             verdict = _VERDICT_NAMES.get(raw["verdict"], "deny")
-            if verdict == "kill":
-                try:
-                    os.kill(raw["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            killed = kills.outcome(raw["pid"]) if verdict == "kill" else {}
             rule_id = raw["rule_id"]
             self.report(
-                {
+                killed
+                | {
                     "ts_ns": raw["ts_ns"],
                     "pid": raw["pid"],
                     "tid": raw["tid"],

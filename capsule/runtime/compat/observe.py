@@ -61,7 +61,8 @@ class Observer:
         from capsule.runtime.tracer import Tracer
 
         self.policy = policy
-        self.tracer = Tracer(cgroup_path=cgroup_path)
+        # no folding: each open is decided and audited as an event of its own
+        self.tracer = Tracer(cgroup_path=cgroup_path, fold_ns=0)
         self.tracer.start()
         self.enricher = Enricher()
 

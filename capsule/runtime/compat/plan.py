@@ -289,8 +289,8 @@ def _cover_allow(clause, handled: FS, translation, line) -> Line:
 
 
 METADATA_NOTE = (
-    "the path is read from the caller's memory and resolved by the supervisor; "
-    "another thread or a symlink swap could change it after the check"
+    "the path is read from the caller's memory and resolved by the supervisor, "
+    "and another thread or a symlink swap could change it after the check"
 )
 
 

@@ -37,6 +37,10 @@ NEW_SYSCALLS = {"fchmodat2": 452, "setxattrat": 463, "removexattrat": 466}
 PROT_WRITE = 0x2
 PROT_EXEC = 0x4
 
+# include/uapi/linux/audit.h: the ABI of a notified syscall
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+
 
 @dataclass
 class ArgMatch:
@@ -82,6 +86,12 @@ def load_filter(plan: FilterPlan) -> int | None:
     import pyseccomp as sc  # the shim imports it before Landlock applies
 
     flt = sc.SyscallFilter(sc.ALLOW)
+    if plan.notify:
+        # a syscall of another ABI (int 0x80, x32) has numbers the rules do not
+        # know: instead of a silent SIGSYS it goes to the supervisor, which records
+        # it and kills the caller; the call never runs (without a supervisor the
+        # kernel fails it with ENOSYS)
+        flt.set_attr(sc.Attr.ACT_BADARCH, sc.NOTIFY)
     for name in plan.kill:
         flt.add_rule(sc.KILL_PROCESS, NEW_SYSCALLS.get(name, name))
     for name, err in plan.errno.items():
@@ -122,6 +132,12 @@ class Notification:
     pid: int
     nr: int
     args: tuple[int, ...]
+    arch: int = AUDIT_ARCH_X86_64  # AUDIT_ARCH_I386 for an int 0x80 syscall
+
+    @property
+    def foreign(self) -> bool:
+        """A 32-bit (int 0x80) or x32 syscall: not one of the filter's numbers."""
+        return self.arch != AUDIT_ARCH_X86_64 or bool(self.nr & X32_SYSCALL_BIT)
 
 
 # decide(notification) -> None to let the syscall run, or an errno to fail it with
@@ -180,7 +196,11 @@ class Supervisor:
             raise
         fields = _NOTIF.unpack(buf)
         note = Notification(
-            id=fields[0], pid=fields[1], nr=fields[3], args=tuple(fields[6:12])
+            id=fields[0],
+            pid=fields[1],
+            nr=fields[3],
+            args=tuple(fields[6:12]),
+            arch=fields[4],
         )
         try:
             err = self._decide(note)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import signal
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from capsule.runtime import build, libbpf
+from capsule.runtime.compat import kills
 from capsule.runtime.compat.cgroup import AgentCgroup
 from capsule.runtime.compat.network import OPS, VERDICTS, Table
 from capsule.runtime.ringbuf import RingBuffer
@@ -84,13 +83,10 @@ class SockGuard:
             self._handle(dict(zip(EVENT_FIELDS, EVENT.unpack_from(record))))
 
     def _handle(self, raw: dict) -> None:
-        verdict = _VERDICT_NAMES.get(raw["verdict"], "deny")
-        if verdict == "kill":
-            try:
-                os.kill(raw["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.report(to_event(raw, self.table.rules))
+        event = to_event(raw, self.table.rules)
+        if event["verdict"] == "kill":
+            event |= kills.outcome(raw["pid"])
+        self.report(event)
 
     def close(self) -> None:
         for link in self.links:

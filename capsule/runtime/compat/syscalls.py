@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import re
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +26,14 @@ from capsule.lang.model import (
     Policy,
 )
 from capsule.lang.semantics import Decision, decide
+from capsule.runtime.compat import kills
 from capsule.runtime.compat.files import enforced
 from capsule.runtime.compat.seccomp import (
+    AUDIT_ARCH_X86_64,
     NEW_SYSCALLS,
     PROT_EXEC,
     PROT_WRITE,
+    X32_SYSCALL_BIT,
     ArgMatch,
     FilterPlan,
     Notification,
@@ -129,6 +131,9 @@ HOST_ADMIN = (
 )
 HOST_ADMIN_OWNER = ("system", "host-admin")
 HOST_ADMIN_RULE = "builtin:host-admin"
+# a syscall of another ABI: the filter sends it to the supervisor, which kills
+FOREIGN_ABI_OWNER = ("system", "32-bit-syscall")
+FOREIGN_ABI_RULE = "builtin:32-bit-syscall"
 
 # clone with a CLONE_NEW* flag: one filter entry per flag, as the filter can only
 # compare masked values for equality
@@ -429,6 +434,8 @@ def make_decider(
     by_number = {nr: name for name, nr in NEW_SYSCALLS.items()}
 
     def decide_one(note: Notification) -> int | None:
+        if note.foreign:
+            return _foreign_abi(note, report)
         syscall = by_number.get(note.nr) or syscall_name(note.nr)
         area, op = owner.get(syscall, ("system", "?"))
         if (area, op) == HOST_ADMIN_OWNER:
@@ -437,13 +444,34 @@ def make_decider(
             )
         else:
             verdict = _decide(policy, area, op, syscall, note)
+        if verdict.effect is Effect.KILL:
+            verdict.event |= kills.outcome(note.pid)  # before the report: it says so
         if verdict.effect is not Effect.ALLOW:
             report(verdict)
-        if verdict.effect is Effect.KILL:
-            _kill(note.pid)
         return errno.EPERM if verdict.effect.blocks else None
 
     return decide_one
+
+
+def _foreign_abi(note: Notification, report: Callable[[Verdict], None]) -> int:
+    """An int 0x80 or x32 syscall: the agent never needs one, and its numbers would
+    slip past every rule. Killed and recorded, whatever the policy says."""
+    from capsule.runtime.names import syscall_name
+
+    abi = "x32" if note.arch == AUDIT_ARCH_X86_64 else "32-bit"
+    nr = note.nr & ~X32_SYSCALL_BIT
+    syscall = _i386_name(nr) if abi == "32-bit" else syscall_name(nr)
+    event = _base(*FOREIGN_ABI_OWNER, syscall, note)
+    event |= {"abi": abi, "syscall_nr": nr} | kills.outcome(note.pid)
+    report(Verdict(event, Effect.KILL, FOREIGN_ABI_RULE))
+    return errno.ENOSYS  # the caller is already dead: it never sees this
+
+
+def _i386_name(nr: int) -> str:
+    # a generated table of names only: no import of the ml package's code
+    from capsule.ml.i386_syscalls import I386_SYSCALLS
+
+    return I386_SYSCALLS.get(nr, str(nr))
 
 
 def _base(area: str, op: str, syscall: str, note: Notification) -> dict:
@@ -507,9 +535,3 @@ EVENT_KEYS = {
 def _plain(value):
     return sorted(value) if isinstance(value, set) else value
 
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -59,6 +59,7 @@ struct scratch {
 	char build[SCRATCH_PATH_LEN]; /* a walked path, written from its end */
 	struct path_key exact;
 	struct path_key prefix; /* the path up to the '/' being probed, zero after */
+	char first[256];	/* the first name of a rename, link or symlink, for its event */
 };
 
 struct {
@@ -166,7 +167,7 @@ static __always_inline void decide_process(struct scratch *s, __u32 op, bool tru
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 44);
+	__uint(max_entries, 53);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_exact SEC(".maps");
@@ -175,7 +176,7 @@ struct {
  * bpf_d_path needs, cannot use LPM tries on 6.1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 44);
+	__uint(max_entries, 53);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_prefix SEC(".maps");
@@ -238,7 +239,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 310);
+	__uint(max_entries, 403);
 	__type(key, struct dfa_key);
 	__type(value, struct verdict);
 } file_dfa_accept SEC(".maps");
@@ -279,7 +280,7 @@ static __always_inline void decide_file(struct scratch *s, __u32 op, bool trunca
 	out->rule = 0xffff;
 	if (truncated) {
 		/* the path did not fit: a deny rule for this op fails closed */
-		if (0x1fffULL & (1ULL << op))
+		if (0xffffULL & (1ULL << op))
 			out->enforced = EFFECT_DENY;
 		return;
 	}
@@ -487,6 +488,28 @@ static __always_inline bool read_sockaddr(struct sockaddr *address, int addrlen,
 	return false;
 }
 
+/* the socket's own address (listen: what it was bound to; 0 if not bound yet, the
+ * kernel picks a port after this hook); false for other families */
+static __always_inline bool read_sock_local(struct socket *sock, struct net_probe *probe)
+{
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 v4;
+
+	probe->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		probe->addr[0] = 0;
+		probe->addr[1] = 0xffff0000ULL | ((__u64)v4 << 32);
+		return true;
+	}
+	if (family == AF_INET6) {
+		bpf_core_read(probe->addr, sizeof(probe->addr), &sk->__sk_common.skc_v6_rcv_saddr);
+		return true;
+	}
+	return false;
+}
+
 static __always_inline void decide_network(struct socket *sock, struct net_probe *probe,
 					   struct verdict *out)
 {
@@ -518,10 +541,52 @@ static __always_inline void fill_header(struct capsule_hdr *hdr, __u16 kind, __u
 	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
 }
 
-/* apply a verdict: the return value of the hook, and the event flags */
+/*
+ * The agent's scope: the id of the cgroup the runtime made for it, set before the
+ * programs attach (0: every task, as the test loader runs them). A task is in scope
+ * when that cgroup is its own or one of its ancestors, so the agent's sub-cgroups
+ * are too. bpf_current_task_under_cgroup would need a cgroup-array map, which
+ * sleepable programs cannot use, so the ids are compared level by level.
+ */
+#define SCOPE_DEPTH 32
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scope_cgroup SEC(".maps");
+
+static __always_inline bool in_scope(void)
+{
+	__u32 zero = 0;
+	__u64 *scope = bpf_map_lookup_elem(&scope_cgroup, &zero);
+	__u64 id;
+	int level;
+
+	if (!scope || !*scope)
+		return true;
+	for (level = 1; level < SCOPE_DEPTH; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			return false; /* deeper than the task's own cgroup */
+		if (id == *scope)
+			return true;
+	}
+	return false;
+}
+
+/* apply a verdict: the return value of the hook, and the event flags; every hook's
+ * decision passes here, so a task outside the scope is allowed without an event */
 static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *flags)
 {
-	*flags = truncated ? CAPSULE_F_TRUNCATED : 0;
+	*flags = 0;
+	if (!in_scope()) {
+		v->effect = v->enforced = EFFECT_ALLOW;
+		return 0;
+	}
+	if (truncated)
+		*flags = CAPSULE_F_TRUNCATED;
 	if (v->effect == EFFECT_AUDIT || v->effect == EFFECT_ESCALATE)
 		*flags |= CAPSULE_F_AUDIT;
 	if (v->enforced == EFFECT_KILL) {
@@ -539,6 +604,58 @@ static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *fla
 static __always_inline bool worth_an_event(struct verdict *v, __u16 flags)
 {
 	return flags || v->enforced != EFFECT_ALLOW;
+}
+
+/*
+ * rename, link and symlink name two paths: `path` (the old name, the linked file, a
+ * symlink's content) is looked up under the op, `to` (the new name) under the op's
+ * second id, and the higher rank decides, as the strongest clause matching either
+ * name would. The first name is kept in s->first for the event while the second
+ * one is read into s->buf.
+ */
+static __always_inline bool names_side(struct scratch *s, bool resolved, __u32 op, bool keep,
+				       struct verdict *out)
+{
+	decide_file(s, op, !resolved, out);
+	if (keep)
+		bpf_probe_read_kernel_str(s->first, sizeof(s->first), s->buf);
+	return !resolved;
+}
+
+static __always_inline int names_finish(struct scratch *s, __u16 kind, __u32 op, __u32 to_op,
+					struct verdict *v, struct verdict *to, bool truncated)
+{
+	struct ev_file2 *ev;
+	__u16 flags;
+	int ret;
+
+	if (truncated) {
+		/* a name did not fit: fail closed if either side of the op blocks */
+		decide_file(s, op, true, v);
+		decide_file(s, to_op, true, to);
+		if (to->enforced == EFFECT_DENY)
+			*v = *to;
+	} else if (to->rank > v->rank) {
+		*v = *to;
+	}
+	ret = enforce(v, truncated, &flags);
+	if (!worth_an_event(v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	/* too large to clear with memset: clear the header and the scalars, end the
+	 * strings (the names go whole into dir and new_dir) */
+	__builtin_memset(ev, 0, offsetof(struct ev_file2, dir));
+	ev->name[0] = ev->new_name[0] = 0;
+	fill_header(&ev->hdr, kind, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->first);
+	bpf_probe_read_kernel_str(ev->new_dir, sizeof(ev->new_dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
 }
 
 /*
@@ -848,6 +965,67 @@ int BPF_PROG(path_chown, const struct path *path)
 }
 
 /*
+ * path_rename decides file rename on both resolved names, the old one (`path`) and
+ * the new one (`to`). With RENAME_EXCHANGE the new name also moves to the old one:
+ * that direction is not decided on its own.
+ */
+SEC("lsm/path_rename")
+int BPF_PROG(path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	truncated = names_side(s, scratch_walk(s, old_dentry, old_dir->mnt), 4, true, &v);
+	truncated |= names_side(s, scratch_walk(s, new_dentry, new_dir->mnt), 13, false, &to);
+	return names_finish(s, CK_FILE_RENAME, 4, 13, &v, &to, truncated);
+}
+
+/*
+ * path_link decides file link on the existing file (`path`) and the new link
+ * (`to`); a hard link never crosses a mount, so both are walked on new_dir's.
+ */
+SEC("lsm/path_link")
+int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	truncated = names_side(s, scratch_walk(s, old_dentry, new_dir->mnt), 5, true, &v);
+	truncated |= names_side(s, scratch_walk(s, new_dentry, new_dir->mnt), 14, false, &to);
+	return names_finish(s, CK_FILE_LINK, 5, 14, &v, &to, truncated);
+}
+
+/*
+ * path_symlink decides file symlink on the link's content as written (`path`, as
+ * the tracer reports it) and the new link (`to`).
+ */
+SEC("lsm/path_symlink")
+int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	/* the content as written, not resolved: a symlink's target need not exist */
+	truncated = bpf_probe_read_kernel_str(s->buf, sizeof(s->buf), old_name) <= 0;
+	if (!truncated)
+		scratch_keys(s);
+	truncated = names_side(s, !truncated, 6, true, &v);
+	truncated |= names_side(s, scratch_walk(s, dentry, dir->mnt), 15, false, &to);
+	return names_finish(s, CK_FILE_SYMLINK, 6, 15, &v, &to, truncated);
+}
+
+/*
  * bprm_check_security decides process exec: the kernel has opened the file it will
  * run (for a script, each interpreter in turn), so the path is the loaded object's.
  */
@@ -985,6 +1163,85 @@ int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 		return ret;
 	__builtin_memset(ev, 0, sizeof(*ev));
 	fill_header(&ev->hdr, CK_NET_SEND, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * socket_listen decides network listen on the address the socket is bound to, before
+ * it starts to queue connections. A socket that was never bound has port 0 here: the
+ * kernel picks its port after this hook.
+ */
+SEC("lsm/socket_listen")
+int BPF_PROG(socket_listen, struct socket *sock, int backlog)
+{
+	struct net_probe probe = {.op = 2};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sock_local(sock, &probe))
+		return 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_LISTEN, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * socket_accept decides network accept on the listening socket, before the caller
+ * waits for a connection: the peer is not known yet, so only the protocol is matched
+ * (clauses with an address or port are left to user space, see ir.ACCEPT_FIELDS).
+ */
+SEC("lsm/socket_accept")
+int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
+{
+	struct net_probe probe = {.op = 3};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sock_local(sock, &probe))
+		return 0;
+	/* the listener's address is not the peer's: the event names no address */
+	__builtin_memset(probe.addr, 0, sizeof(probe.addr));
+	probe.port = 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_ACCEPT, sizeof(*ev));
 	ev->hdr.flags = flags;
 	ev->ret = ret;
 	ev->fd = -1;

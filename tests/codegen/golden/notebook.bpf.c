@@ -59,6 +59,7 @@ struct scratch {
 	char build[SCRATCH_PATH_LEN]; /* a walked path, written from its end */
 	struct path_key exact;
 	struct path_key prefix; /* the path up to the '/' being probed, zero after */
+	char first[256];	/* the first name of a rename, link or symlink, for its event */
 };
 
 struct {
@@ -85,7 +86,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 29);
+	__uint(max_entries, 32);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_exact SEC(".maps");
@@ -94,7 +95,7 @@ struct {
  * bpf_d_path needs, cannot use LPM tries on 6.1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 25);
+	__uint(max_entries, 28);
 	__type(key, struct path_key);
 	__type(value, struct verdict);
 } file_prefix SEC(".maps");
@@ -157,7 +158,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 530);
+	__uint(max_entries, 689);
 	__type(key, struct dfa_key);
 	__type(value, struct verdict);
 } file_dfa_accept SEC(".maps");
@@ -198,7 +199,7 @@ static __always_inline void decide_file(struct scratch *s, __u32 op, bool trunca
 	out->rule = 0xffff;
 	if (truncated) {
 		/* the path did not fit: a deny rule for this op fails closed */
-		if (0x1fffULL & (1ULL << op))
+		if (0xffffULL & (1ULL << op))
 			out->enforced = EFFECT_DENY;
 		return;
 	}
@@ -406,6 +407,28 @@ static __always_inline bool read_sockaddr(struct sockaddr *address, int addrlen,
 	return false;
 }
 
+/* the socket's own address (listen: what it was bound to; 0 if not bound yet, the
+ * kernel picks a port after this hook); false for other families */
+static __always_inline bool read_sock_local(struct socket *sock, struct net_probe *probe)
+{
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 v4;
+
+	probe->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		probe->addr[0] = 0;
+		probe->addr[1] = 0xffff0000ULL | ((__u64)v4 << 32);
+		return true;
+	}
+	if (family == AF_INET6) {
+		bpf_core_read(probe->addr, sizeof(probe->addr), &sk->__sk_common.skc_v6_rcv_saddr);
+		return true;
+	}
+	return false;
+}
+
 static __always_inline void decide_network(struct socket *sock, struct net_probe *probe,
 					   struct verdict *out)
 {
@@ -417,6 +440,91 @@ static __always_inline void decide_network(struct socket *sock, struct net_probe
 	probe->best.rule = 0xffff;
 	bpf_loop(NETWORK_RULES, network_rule_step, probe, 0);
 	*out = probe->best;
+}
+
+/* ---- creds: default allow
+ * Each entry is one clause: the field it names (none, uid, gid or cap), the range of
+ * that field and the ops, strongest first, so the first match wins
+ * (capsule/codegen/creds.py). A clause with a field never matches an op that does not
+ * carry that field. */
+#define CREDS_DEFAULT_EFFECT EFFECT_ALLOW
+#define CREDS_DEFAULT_ENFORCED EFFECT_ALLOW
+#define CREDS_RULES 1
+#define CRED_NONE 0
+#define CRED_UID 1
+#define CRED_GID 2
+#define CRED_CAP 3
+
+struct cred_rule {
+	__u32 lo;
+	__u32 hi;
+	__u16 field;
+	__u16 ops;
+	struct verdict verdict;
+};
+
+struct cred_probe {
+	__u32 value;
+	__u16 field; /* CRED_NONE: the event carries no value */
+	__u16 op;
+	struct verdict best;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CREDS_RULES);
+	__type(key, __u32);
+	__type(value, struct cred_rule);
+} creds_rules SEC(".maps");
+
+static long creds_rule_step(__u32 i, void *ctx)
+{
+	struct cred_probe *probe = ctx;
+	struct cred_rule *rule = bpf_map_lookup_elem(&creds_rules, &i);
+
+	if (!rule)
+		return 1;
+	if (!(rule->ops & (1U << probe->op)))
+		return 0;
+	if (rule->field != CRED_NONE &&
+	    (rule->field != probe->field || probe->value < rule->lo || probe->value > rule->hi))
+		return 0;
+	probe->best = rule->verdict;
+	return 1;
+}
+
+/* the strongest verdict for one value of the op's field */
+static __always_inline void decide_creds(__u16 op, __u16 field, __u32 value, struct verdict *out)
+{
+	struct cred_probe probe = {.value = value, .field = field, .op = op};
+
+	probe.best.rank = 0;
+	probe.best.effect = CREDS_DEFAULT_EFFECT;
+	probe.best.enforced = CREDS_DEFAULT_ENFORCED;
+	probe.best.rule = 0xffff;
+	bpf_loop(CREDS_RULES, creds_rule_step, &probe, 0);
+	*out = probe.best;
+}
+
+/* how much a verdict weighs among those of one call: kill, deny, recorded, allowed */
+static __always_inline int verdict_weight(struct verdict *v)
+{
+	if (v->enforced == EFFECT_KILL)
+		return 3;
+	if (v->enforced == EFFECT_DENY)
+		return 2;
+	return v->effect != EFFECT_ALLOW;
+}
+
+/* one call sets several values (ids, capabilities, namespaces): the one that weighs
+ * most decides it, the higher rank among equals */
+static __always_inline void keep_weightiest(struct verdict *kept, bool *any, struct verdict *v)
+{
+	int was = verdict_weight(kept), now = verdict_weight(v);
+
+	if (!*any || now > was || (now == was && v->rank > kept->rank))
+		*kept = *v;
+	*any = true;
 }
 
 static __always_inline void fill_header(struct capsule_hdr *hdr, __u16 kind, __u32 size)
@@ -437,10 +545,52 @@ static __always_inline void fill_header(struct capsule_hdr *hdr, __u16 kind, __u
 	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
 }
 
-/* apply a verdict: the return value of the hook, and the event flags */
+/*
+ * The agent's scope: the id of the cgroup the runtime made for it, set before the
+ * programs attach (0: every task, as the test loader runs them). A task is in scope
+ * when that cgroup is its own or one of its ancestors, so the agent's sub-cgroups
+ * are too. bpf_current_task_under_cgroup would need a cgroup-array map, which
+ * sleepable programs cannot use, so the ids are compared level by level.
+ */
+#define SCOPE_DEPTH 32
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scope_cgroup SEC(".maps");
+
+static __always_inline bool in_scope(void)
+{
+	__u32 zero = 0;
+	__u64 *scope = bpf_map_lookup_elem(&scope_cgroup, &zero);
+	__u64 id;
+	int level;
+
+	if (!scope || !*scope)
+		return true;
+	for (level = 1; level < SCOPE_DEPTH; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			return false; /* deeper than the task's own cgroup */
+		if (id == *scope)
+			return true;
+	}
+	return false;
+}
+
+/* apply a verdict: the return value of the hook, and the event flags; every hook's
+ * decision passes here, so a task outside the scope is allowed without an event */
 static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *flags)
 {
-	*flags = truncated ? CAPSULE_F_TRUNCATED : 0;
+	*flags = 0;
+	if (!in_scope()) {
+		v->effect = v->enforced = EFFECT_ALLOW;
+		return 0;
+	}
+	if (truncated)
+		*flags = CAPSULE_F_TRUNCATED;
 	if (v->effect == EFFECT_AUDIT || v->effect == EFFECT_ESCALATE)
 		*flags |= CAPSULE_F_AUDIT;
 	if (v->enforced == EFFECT_KILL) {
@@ -458,6 +608,112 @@ static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *fla
 static __always_inline bool worth_an_event(struct verdict *v, __u16 flags)
 {
 	return flags || v->enforced != EFFECT_ALLOW;
+}
+
+/*
+ * rename, link and symlink name two paths: `path` (the old name, the linked file, a
+ * symlink's content) is looked up under the op, `to` (the new name) under the op's
+ * second id, and the higher rank decides, as the strongest clause matching either
+ * name would. The first name is kept in s->first for the event while the second
+ * one is read into s->buf.
+ */
+static __always_inline bool names_side(struct scratch *s, bool resolved, __u32 op, bool keep,
+				       struct verdict *out)
+{
+	decide_file(s, op, !resolved, out);
+	if (keep)
+		bpf_probe_read_kernel_str(s->first, sizeof(s->first), s->buf);
+	return !resolved;
+}
+
+static __always_inline int names_finish(struct scratch *s, __u16 kind, __u32 op, __u32 to_op,
+					struct verdict *v, struct verdict *to, bool truncated)
+{
+	struct ev_file2 *ev;
+	__u16 flags;
+	int ret;
+
+	if (truncated) {
+		/* a name did not fit: fail closed if either side of the op blocks */
+		decide_file(s, op, true, v);
+		decide_file(s, to_op, true, to);
+		if (to->enforced == EFFECT_DENY)
+			*v = *to;
+	} else if (to->rank > v->rank) {
+		*v = *to;
+	}
+	ret = enforce(v, truncated, &flags);
+	if (!worth_an_event(v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	/* too large to clear with memset: clear the header and the scalars, end the
+	 * strings (the names go whole into dir and new_dir) */
+	__builtin_memset(ev, 0, offsetof(struct ev_file2, dir));
+	ev->name[0] = ev->new_name[0] = 0;
+	fill_header(&ev->hdr, kind, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	bpf_probe_read_kernel_str(ev->dir, sizeof(ev->dir), s->first);
+	bpf_probe_read_kernel_str(ev->new_dir, sizeof(ev->new_dir), s->buf);
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+static __always_inline void creds_event(struct verdict *v, __u16 flags, int ret, __u16 kind,
+					const struct cred *new)
+{
+	struct ev_creds *ev;
+
+	if (!worth_an_event(v, flags))
+		return;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, kind, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->new_uid = BPF_CORE_READ(new, uid.val);
+	ev->new_euid = BPF_CORE_READ(new, euid.val);
+	ev->new_suid = BPF_CORE_READ(new, suid.val);
+	ev->new_fsuid = BPF_CORE_READ(new, fsuid.val);
+	ev->new_gid = BPF_CORE_READ(new, gid.val);
+	ev->new_egid = BPF_CORE_READ(new, egid.val);
+	ev->new_sgid = BPF_CORE_READ(new, sgid.val);
+	ev->new_fsgid = BPF_CORE_READ(new, fsgid.val);
+	bpf_core_read(&ev->cap_effective, sizeof(ev->cap_effective), &new->cap_effective);
+	bpf_core_read(&ev->cap_permitted, sizeof(ev->cap_permitted), &new->cap_permitted);
+	bpf_core_read(&ev->cap_inheritable, sizeof(ev->cap_inheritable), &new->cap_inheritable);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * The ids a set*id call changes (real, effective, saved, fs), each decided as one
+ * value; a call that changes none (setuid(0) by root) is decided on all four, so
+ * it is decided as the caller wrote it.
+ */
+static __always_inline int check_setid(__u16 op, __u16 field, __u32 *ids, __u32 *was, __u16 kind,
+				       const struct cred *new)
+{
+	bool changed = false, any = false;
+	struct verdict v = {}, one;
+	__u16 flags;
+	int i, ret;
+
+	for (i = 0; i < 4; i++)
+		changed |= ids[i] != was[i];
+	for (i = 0; i < 4; i++) {
+		if (changed && ids[i] == was[i])
+			continue;
+		decide_creds(op, field, ids[i], &one);
+		keep_weightiest(&v, &any, &one);
+	}
+	ret = enforce(&v, false, &flags);
+	creds_event(&v, flags, ret, kind, new);
+	return ret;
 }
 
 /*
@@ -767,6 +1023,67 @@ int BPF_PROG(path_chown, const struct path *path)
 }
 
 /*
+ * path_rename decides file rename on both resolved names, the old one (`path`) and
+ * the new one (`to`). With RENAME_EXCHANGE the new name also moves to the old one:
+ * that direction is not decided on its own.
+ */
+SEC("lsm/path_rename")
+int BPF_PROG(path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	truncated = names_side(s, scratch_walk(s, old_dentry, old_dir->mnt), 4, true, &v);
+	truncated |= names_side(s, scratch_walk(s, new_dentry, new_dir->mnt), 13, false, &to);
+	return names_finish(s, CK_FILE_RENAME, 4, 13, &v, &to, truncated);
+}
+
+/*
+ * path_link decides file link on the existing file (`path`) and the new link
+ * (`to`); a hard link never crosses a mount, so both are walked on new_dir's.
+ */
+SEC("lsm/path_link")
+int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	truncated = names_side(s, scratch_walk(s, old_dentry, new_dir->mnt), 5, true, &v);
+	truncated |= names_side(s, scratch_walk(s, new_dentry, new_dir->mnt), 14, false, &to);
+	return names_finish(s, CK_FILE_LINK, 5, 14, &v, &to, truncated);
+}
+
+/*
+ * path_symlink decides file symlink on the link's content as written (`path`, as
+ * the tracer reports it) and the new link (`to`).
+ */
+SEC("lsm/path_symlink")
+int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name)
+{
+	struct scratch *s = scratch_get();
+	struct verdict v, to;
+	bool truncated;
+
+	if (!s)
+		return 0;
+	/* the content as written, not resolved: a symlink's target need not exist */
+	truncated = bpf_probe_read_kernel_str(s->buf, sizeof(s->buf), old_name) <= 0;
+	if (!truncated)
+		scratch_keys(s);
+	truncated = names_side(s, !truncated, 6, true, &v);
+	truncated |= names_side(s, scratch_walk(s, dentry, dir->mnt), 15, false, &to);
+	return names_finish(s, CK_FILE_SYMLINK, 6, 15, &v, &to, truncated);
+}
+
+/*
  * socket_connect decides network connect: the address is the kernel's copy of what
  * the caller passed, checked before any packet leaves. Not sleepable: it needs no
  * bpf_d_path.
@@ -877,6 +1194,116 @@ int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
 	bpf_ringbuf_submit(ev, 0);
 	return ret;
+}
+
+/*
+ * socket_listen decides network listen on the address the socket is bound to, before
+ * it starts to queue connections. A socket that was never bound has port 0 here: the
+ * kernel picks its port after this hook.
+ */
+SEC("lsm/socket_listen")
+int BPF_PROG(socket_listen, struct socket *sock, int backlog)
+{
+	struct net_probe probe = {.op = 2};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sock_local(sock, &probe))
+		return 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_LISTEN, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * socket_accept decides network accept on the listening socket, before the caller
+ * waits for a connection: the peer is not known yet, so only the protocol is matched
+ * (clauses with an address or port are left to user space, see ir.ACCEPT_FIELDS).
+ */
+SEC("lsm/socket_accept")
+int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
+{
+	struct net_probe probe = {.op = 3};
+	struct verdict v;
+	struct ev_sock *ev;
+	__u16 flags;
+	int ret;
+
+	if (!read_sock_local(sock, &probe))
+		return 0;
+	/* the listener's address is not the peer's: the event names no address */
+	__builtin_memset(probe.addr, 0, sizeof(probe.addr));
+	probe.port = 0;
+	decide_network(sock, &probe, &v);
+	ret = enforce(&v, false, &flags);
+	if (!worth_an_event(&v, flags))
+		return ret;
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return ret;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, CK_NET_ACCEPT, sizeof(*ev));
+	ev->hdr.flags = flags;
+	ev->ret = ret;
+	ev->fd = -1;
+	ev->family = AF_INET6; /* the decoder shows a mapped IPv4 address as IPv4 */
+	ev->sock_type = BPF_CORE_READ(sock, type);
+	ev->protocol = probe.proto;
+	ev->port = probe.port;
+	__builtin_memcpy(ev->addr, probe.addr, sizeof(ev->addr));
+	bpf_ringbuf_submit(ev, 0);
+	return ret;
+}
+
+/*
+ * task_fix_setuid decides creds setuid for every set*uid call (setuid, setreuid,
+ * setresuid, setfsuid): the new credentials are built but not committed, so a
+ * denial leaves the caller's ids as they were.
+ */
+SEC("lsm/task_fix_setuid")
+int BPF_PROG(task_fix_setuid, struct cred *new, const struct cred *old, int flags)
+{
+	__u32 ids[4] = {BPF_CORE_READ(new, uid.val), BPF_CORE_READ(new, euid.val),
+			BPF_CORE_READ(new, suid.val), BPF_CORE_READ(new, fsuid.val)};
+	__u32 was[4] = {BPF_CORE_READ(old, uid.val), BPF_CORE_READ(old, euid.val),
+			BPF_CORE_READ(old, suid.val), BPF_CORE_READ(old, fsuid.val)};
+
+	return check_setid(0, CRED_UID, ids, was, CK_CRED_SETUID, new);
+}
+
+/*
+ * task_fix_setgid decides creds setgid for every set*gid call, before the new
+ * credentials are committed.
+ */
+SEC("lsm/task_fix_setgid")
+int BPF_PROG(task_fix_setgid, struct cred *new, const struct cred *old, int flags)
+{
+	__u32 ids[4] = {BPF_CORE_READ(new, gid.val), BPF_CORE_READ(new, egid.val),
+			BPF_CORE_READ(new, sgid.val), BPF_CORE_READ(new, fsgid.val)};
+	__u32 was[4] = {BPF_CORE_READ(old, gid.val), BPF_CORE_READ(old, egid.val),
+			BPF_CORE_READ(old, sgid.val), BPF_CORE_READ(old, fsgid.val)};
+
+	return check_setid(1, CRED_GID, ids, was, CK_CRED_SETGID, new);
 }
 
 char LICENSE[] SEC("license") = "GPL";

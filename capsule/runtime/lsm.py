@@ -1,0 +1,311 @@
+"""The lsm backend of `capsule enforce`: the policy's own BPF LSM programs.
+
+The steps: take the artifact (or compile the policy into the run directory); show the
+coverage, where every clause the code generator left out is "not enforced in kernel";
+create the agent's cgroup; load the object, fill its maps from maps.json, scope it to
+the cgroup and attach every hook; fork the command, held before exec, place it in the
+cgroup and release it; stream the `events` ring buffer into the store and the
+timeline until the process tree has exited.
+
+The programs decide in the kernel. Their events carry the verdict (flags) but not the
+deciding clause, so the runtime names the rule by deciding the event again with the
+policy's semantics (capsule/lang/semantics.py), from which the maps were lowered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+from capsule.cli import exitcodes
+from capsule.codegen import artifact, maps
+from capsule.errors import CapsuleError
+from capsule.events import schema
+from capsule.lang.model import Policy
+from capsule.runtime import enforce
+from capsule.runtime.compat.cgroup import AgentCgroup
+from capsule.runtime.compat.coverage import ENFORCED, PARTIAL, Line, Report, describe
+from capsule.runtime.session import exit_code_of, spawn_held
+from capsule.runtime.store import RunStore
+
+log = logging.getLogger(__name__)
+
+NOT_IN_KERNEL = "not enforced in kernel"
+RING_SIZE = 256 * 1024  # the `events` map of bpf/templates/policy.bpf.c.j2
+SCOPE_MAP = "scope_cgroup"
+FMODE_EXEC = 0x20  # an exec open: the template reports it as a read event
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
+_FLAG_VERDICTS = (("KILLED", "kill"), ("DENIED", "deny"), ("AUDIT", "audit"))
+PROTECTION = [
+    "none from the lsm backend beyond the policy's own rules (docs/limitations.md, "
+    "Enforcement, lsm backend)"
+]
+
+
+# -- coverage --------------------------------------------------------------------------
+
+
+def coverage_report(policy: Policy, manifest: dict) -> Report:
+    """One line per clause: the hooks that decide it, or "not enforced in kernel"."""
+    missing: dict[str, dict[str, str]] = {}  # rule ref -> op -> reason
+    for item in manifest.get("unsupported", []):
+        ops = missing.setdefault(item["ref"], {})
+        for op in item["ops"]:
+            ops[op] = item["reason"]
+    hooks = {
+        decided: hook["name"]
+        for hook in manifest["hooks"]
+        for decided in hook["decides"]
+    }
+    lines = [
+        _line(clause, missing.get(clause.rule.ref, {}), hooks)
+        for clause in policy.clauses()
+    ]
+    detail = f"BPF LSM, {len(manifest['hooks'])} hook(s), scoped to the agent's cgroup"
+    return Report("lsm", detail, lines, list(PROTECTION))
+
+
+def _line(clause, missing: dict[str, str], hooks: dict[str, str]) -> Line:
+    rule = clause.rule
+    blocking = rule.enforced.blocks
+    text = describe(clause)
+    ops = sorted(rule.ops)
+    lost = tuple(op for op in ops if op in missing)
+    used = sorted({hooks[key] for op in ops if (key := f"{rule.area} {op}") in hooks})
+    mechanism = "lsm " + ", ".join(used) if used else ""
+    if not lost:
+        return Line(rule.ref, text, blocking, ENFORCED, mechanism or "lsm")
+    reasons = "; ".join(sorted({missing[op] for op in lost}))  # each names its ops
+    if len(lost) == len(ops):
+        return Line(rule.ref, text, blocking, NOT_IN_KERNEL, "", reasons, lost)
+    return Line(rule.ref, text, blocking, PARTIAL, mechanism, reasons, lost)
+
+
+def check_require(report: Report, require: str) -> None:
+    """--require full: no deny or kill clause may be left out of the kernel."""
+    missing = report.audit_only_denials()
+    if require == "full" and missing:
+        refs = ", ".join(dict.fromkeys(line.ref for line in missing))
+        raise CapsuleError(
+            f"failed to start with --require full: {len(missing)} deny or kill "
+            f"rule(s) not enforced in kernel ({refs})",
+            hint="see the coverage report above, or use --require best-effort",
+        )
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def to_event(raw: dict, policy: Policy) -> dict:
+    """A kernel record as a timeline event: its verdict, and the rule that decided."""
+    from capsule.lang.semantics import decide
+    from capsule.runtime.compat.observe import policy_event
+
+    event = dict(raw)
+    if event.get("area") == "file" and event.get("op") == "read":
+        if (event.get("fmode", 0) | event.get("open_flags", 0)) & FMODE_EXEC:
+            event["op"] = "exec"
+    if not event.get("path") and event.get("exe_path"):
+        event["path"] = event["exe_path"]
+    flags = set(schema.flag_names(event.get("flags", 0)))
+    event["verdict"] = next((v for f, v in _FLAG_VERDICTS if f in flags), None)
+    if "TRUNCATED" in flags:
+        event["rule"] = f"default:{event.get('area')} (path too long)"
+        return event
+    try:
+        decision = decide(policy, policy_event(event))
+    except (KeyError, TypeError, ValueError):
+        return event
+    if decision.clause is not None:
+        event["rule"] = decision.clause.rule.ref
+    else:
+        event["rule"] = f"default:{event.get('area')}"
+    return event
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+class LsmRun:
+    """One command under the lsm backend, from the artifact to the last event."""
+
+    def __init__(self, request: enforce.EnforceRequest, artifact_dir: Path | None):
+        self.request = request
+        self.artifact_dir = artifact_dir
+        self.result = enforce.EnforceResult(
+            request.command, exitcodes.CAPSULE_FAILED, request.directory
+        )
+        self.obj = None
+        self.links: list = []
+        self.ring = None
+        self.cgroup: AgentCgroup | None = None
+        self.watchdog = None
+        self.store: RunStore | None = None
+        self.stopping = False
+        self.decode_errors = 0
+
+    def run(self) -> enforce.EnforceResult:
+        started = time.monotonic()
+        request = self.request
+        directory = self._artifact()
+        manifest = json.loads((directory / artifact.MANIFEST).read_text())
+        report = coverage_report(request.policy, manifest)
+        if request.on_coverage:
+            request.on_coverage(report)
+        check_require(report, request.require)
+        self._warn_unsupported_options()
+
+        self.store = RunStore(request.directory)
+        self.store.set_meta(
+            command=request.command,
+            started_at=time.time(),
+            t0_ns=time.monotonic_ns(),
+            backend="lsm",
+            coverage=report.to_json(),
+            artifact=str(directory),
+            task=request.task,
+        )
+        previous: dict = {}
+        try:
+            previous = self._catch_exit_signals()
+            self._run(directory)
+        except enforce._Signalled as stop:
+            name = signal.Signals(stop.signum).name
+            log.warning("%s: killing the agent's tree and keeping the timeline", name)
+            self.result.exit_code = 128 + stop.signum
+        finally:
+            self.stopping = True
+            self.result.duration_s = time.monotonic() - started
+            self._cleanup()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self.result
+
+    def _artifact(self) -> Path:
+        """The given artifact, or the policy compiled into the run directory."""
+        if self.artifact_dir is not None:
+            return self.artifact_dir
+        out = self.request.directory / "artifact"
+        log.info("compiling the policy into %s", out)
+        return artifact.build(self.request.policy, out).directory
+
+    def _warn_unsupported_options(self) -> None:
+        if self.request.trace:
+            log.warning("--trace is not supported by the lsm backend: ignored")
+        if enforce.wants_classifier(self.request.policy):
+            log.warning(
+                "escalate rules enforce their fallback in the kernel; the lsm "
+                "backend does not run the escalation classifier"
+            )
+
+    def _catch_exit_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {
+            signum: signal.signal(signum, self._on_exit_signal)
+            for signum in enforce.EXIT_SIGNALS
+        }
+
+    def _on_exit_signal(self, signum: int, _frame) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise enforce._Signalled(signum)
+
+    def _run(self, directory: Path) -> None:
+        # the scope and the hooks are in place before the command exists
+        self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
+        self.watchdog = enforce._start_watchdog(self.cgroup)
+        self._load(directory, os.stat(self.cgroup.path).st_ino)
+        pid, go_w, err_r = spawn_held(self.request.command, self.request.run_as)
+        try:
+            self.cgroup.add(pid)
+            os.write(go_w, b"x")  # released: it executes CMD inside the scope
+        finally:
+            os.close(go_w)
+        status = self._wait(pid)
+        self.result.exit_code = exit_code_of(status)
+        enforce._read_exec_error(err_r, self.result)
+
+    def _load(self, directory: Path, cgroup_id: int) -> None:
+        from capsule.runtime import libbpf
+        from capsule.runtime.ringbuf import RingBuffer
+
+        self.obj = libbpf.BpfObject(directory / artifact.OBJECT)
+        self.obj.load()
+        for name, entries in maps.read_json(directory / artifact.MAPS).items():
+            table = self.obj.map(name)
+            for key, value in entries:
+                table.update(key, value)
+        try:
+            scope = self.obj.map(SCOPE_MAP)
+        except CapsuleError:
+            raise CapsuleError(
+                f"failed to scope artifact {directory}: it has no {SCOPE_MAP} map",
+                hint="recompile it with this version of capsule compile",
+            ) from None
+        scope.update(_U32.pack(0), _U64.pack(cgroup_id))
+        self.ring = RingBuffer(self.obj.map("events").fd, RING_SIZE)
+        for program in self.obj.programs():
+            self.links.append(program.attach())
+        log.info("lsm: %d hook(s), scope cgroup id %d", len(self.links), cgroup_id)
+
+    def _wait(self, pid: int) -> int:
+        status = None
+        while True:
+            self._poll(int(enforce.POLL_S * 1000))
+            if status is None:
+                done, raw = os.waitpid(pid, os.WNOHANG)
+                status = raw if done else None
+            if status is not None and not self.cgroup.pids():
+                return status
+
+    def _poll(self, timeout_ms: int) -> None:
+        if self.ring is None:
+            return
+        for record in self.ring.poll(timeout_ms):
+            try:
+                raw = schema.decode(record)
+            except schema.DecodeError as err:
+                self.decode_errors += 1
+                log.debug("undecodable lsm event: %s", err)
+                continue
+            self._record(to_event(raw, self.request.policy))
+        if self.store is not None:
+            self.store.flush()
+
+    def _record(self, event: dict) -> None:
+        verdict = event.get("verdict")
+        if verdict:
+            self.result.verdicts[verdict] += 1
+            self.result.rules[event.get("rule") or "?"] += 1
+        if self.store is not None:
+            self.store.add(event)
+        if self.request.on_event is not None:
+            self.request.on_event(event)
+
+    def _cleanup(self) -> None:
+        self._poll(0)
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        # the hooks go only once the tree is gone: nothing of it runs unenforced
+        for link in self.links:
+            link.destroy()
+        if self.ring is not None:
+            self.ring.close()
+        if self.obj is not None:
+            self.obj.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+        if self.decode_errors:
+            log.warning("%d lsm event(s) could not be decoded", self.decode_errors)
+        if self.store is not None:
+            self.store.set_meta(finished_at=time.time(), summary=self.result.summary())
+            self.store.close()
