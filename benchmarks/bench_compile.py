@@ -1,13 +1,17 @@
 """Benchmark of `capsule compile` on generated file/process policies.
 
     python -m benchmarks.bench_compile [--sizes 10,100,1000] [--globs 0.2]
+        [--no-examples]
 
 For each size, a seeded generator writes a policy of that many file and process rules
 (literal paths, `D/**` prefixes and, for the given share, globs with `*`, `?` and
 `~`), loads it with the real parser and times each compile step: lower to the IR,
 render the C, clang. It reports the DFA's states and byte classes, map entries,
 and the object's size. Kernel-side cost is not measured here: the host cannot load
-LSM programs and the test VM runs under software emulation.
+LSM programs and the test VM runs under software emulation (bench_decision measures
+it there). Then it times each policy in examples/policies (`--no-examples` skips
+them): the same steps in this process, and `capsule compile` end to end (the
+command's start-up included).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,14 +98,49 @@ def measure(size: int, globs: float, workdir: Path) -> dict:
     }
 
 
+def measure_example(source: Path, workdir: Path) -> dict:
+    """Time one example policy: each compile step here, then `capsule compile`."""
+    started = time.perf_counter()
+    policy, diags = load_policy([str(source)])
+    assert not [d for d in diags if d.is_error], diags[:3]
+    loaded_at = time.perf_counter()
+    lowered = ir.lower(policy)
+    lowered_at = time.perf_counter()
+    out = workdir / source.stem
+    out.mkdir()
+    (out / "policy.bpf.c").write_text(render.render(lowered))
+    rendered_at = time.perf_counter()
+    artifact.compile_c(out / "policy.bpf.c", out / "policy.bpf.o", artifact.host_arch())
+    done_at = time.perf_counter()
+    capsule = str(Path(sys.executable).parent / "capsule")
+    argv = [capsule, "-q", "compile", str(source), "-o", str(workdir / "cli")]
+    subprocess.run(argv, check=True, capture_output=True)
+    return {
+        "example": source.name,
+        "load_s": round(loaded_at - started, 4),
+        "lower_s": round(lowered_at - loaded_at, 4),
+        "render_s": round(rendered_at - lowered_at, 4),
+        "clang_s": round(done_at - rendered_at, 4),
+        "cli_s": round(time.perf_counter() - done_at, 3),
+        "hooks": len(artifact.manifest(lowered, artifact.host_arch())["hooks"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--globs", type=float, default=0.2)
+    parser.add_argument(
+        "--examples", action=argparse.BooleanOptionalAction, default=True
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             print(json.dumps(measure(size, args.globs, Path(tmp))))
+        if args.examples:
+            examples = Path(__file__).resolve().parents[1] / "examples" / "policies"
+            for source in sorted(examples.glob("*.cap")):
+                print(json.dumps(measure_example(source, Path(tmp))))
 
 
 if __name__ == "__main__":
