@@ -54,8 +54,14 @@ POLL_S = 0.1
 HANDSHAKE_S = 30.0
 TRACER_LAG_S = 0.25  # how long an escalation waits for the tracer to catch up
 # the runtime's own end: the tree is killed and the timeline kept, as for Ctrl-C
-# (nothing reloads on SIGHUP: a hangup ends the run like SIGTERM)
-EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+EXIT_SIGNALS = (signal.SIGTERM,)
+# a reload: the lsm backend swaps the policy; compat warns and keeps enforcing
+RELOAD_SIGNAL = signal.SIGHUP
+COMPAT_NO_RELOAD = (
+    "SIGHUP: reload is not supported by the compat backend (Landlock cannot be "
+    "relaxed once applied): still enforcing the policy the run started with; "
+    "restart the run, or use the lsm backend, to change it"
+)
 _VERDICT_FLAGS = {
     "deny": FLAGS["DENIED"],
     "kill": FLAGS["DENIED"] | FLAGS["KILLED"],
@@ -271,7 +277,7 @@ def check_require(report: Report, require: str) -> None:
 
 
 class _Signalled(Exception):
-    """SIGTERM or SIGHUP reached the runtime: unwind to the cleanup, which kills."""
+    """SIGTERM reached the runtime: unwind to the cleanup, which kills."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -366,13 +372,15 @@ class CompatRun:
         return self.result
 
     def _catch_exit_signals(self) -> dict:
-        """SIGTERM and SIGHUP unwind into the cleanup instead of orphaning CMD."""
+        """SIGTERM unwinds into the cleanup instead of orphaning CMD; SIGHUP warns."""
         if threading.current_thread() is not threading.main_thread():
             return {}  # only the main thread may set handlers; the watchdog remains
-        return {
+        previous = {
             signum: signal.signal(signum, self._on_exit_signal)
             for signum in EXIT_SIGNALS
         }
+        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, _warn_no_reload)
+        return previous
 
     def _on_exit_signal(self, signum: int, _frame) -> None:
         if not self.stopping:  # once cleaning up, finish that: it kills the tree
@@ -641,6 +649,10 @@ class CompatRun:
         if self.store is not None:
             self.store.set_meta(finished_at=time.time(), summary=self.result.summary())
             self.store.close()
+
+
+def _warn_no_reload(_signum: int, _frame) -> None:
+    log.warning(COMPAT_NO_RELOAD)
 
 
 def _start_watchdog(cgroup: AgentCgroup) -> Watchdog:

@@ -7,6 +7,12 @@ the cgroup and attach every hook; fork the command, held before exec, place it i
 cgroup and release it; stream the `events` ring buffer into the store and the
 timeline until the process tree has exited.
 
+SIGHUP reloads: the policy is read and checked again (and compiled when the artifact
+no longer matches it), the new object is loaded, filled, scoped and attached, and only
+then are the old programs detached. During the swap both sets decide, so an operation
+meets the stricter of the two, never neither. A reload that fails at any step leaves
+the old programs in place.
+
 The programs decide in the kernel. Their events carry the verdict (flags) but not the
 deciding clause, so the runtime names the rule by deciding the event again with the
 policy's semantics (capsule/lang/semantics.py), from which the maps were lowered.
@@ -129,6 +135,83 @@ def to_event(raw: dict, policy: Policy) -> dict:
     return event
 
 
+# -- loading ---------------------------------------------------------------------------
+
+
+def _attach(directory: Path, cgroup_id: int):
+    """Load the artifact's object, fill its maps, scope it and attach every program.
+
+    Returns (object, links, ring). On a failure, whatever this call loaded or attached
+    is released again before the error propagates.
+    """
+    from capsule.runtime import libbpf
+    from capsule.runtime.ringbuf import RingBuffer
+
+    obj = libbpf.BpfObject(directory / artifact.OBJECT)
+    links: list = []
+    ring = None
+    try:
+        obj.load()
+        for name, entries in maps.read_json(directory / artifact.MAPS).items():
+            table = obj.map(name)
+            for key, value in entries:
+                table.update(key, value)
+        _scope(obj, directory).update(_U32.pack(0), _U64.pack(cgroup_id))
+        ring = RingBuffer(obj.map("events").fd, RING_SIZE)
+        for program in obj.programs():
+            links.append(program.attach())
+    except BaseException:
+        for link in links:
+            link.destroy()
+        if ring is not None:
+            ring.close()
+        obj.close()
+        raise
+    return obj, links, ring
+
+
+def _scope(obj, directory: Path):
+    try:
+        return obj.map(SCOPE_MAP)
+    except CapsuleError:
+        raise CapsuleError(
+            f"failed to scope artifact {directory}: it has no {SCOPE_MAP} map",
+            hint="recompile it with this version of capsule compile",
+        ) from None
+
+
+def _manifest(directory: Path) -> dict:
+    try:
+        return json.loads((directory / artifact.MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        raise CapsuleError(
+            f"failed to read {directory / artifact.MANIFEST}: {_cause(err)}"
+        ) from None
+
+
+def _load_checked(files: list[str]) -> Policy:
+    """The checked policy from its files; the first error as one line."""
+    from capsule.lang import load_policy
+
+    if not files:
+        raise CapsuleError("no policy source is known")
+    policy, diagnostics = load_policy(files)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        first = errors[0]
+        raise CapsuleError(
+            f"{first.location}: {first.message} [{first.code}]"
+            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        )
+    return policy
+
+
+def _cause(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err) or type(err).__name__
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -149,12 +232,18 @@ class LsmRun:
         self.store: RunStore | None = None
         self.stopping = False
         self.decode_errors = 0
+        self.policy = request.policy  # the policy in force (changes on a reload)
+        self.policy_sha256 = ""
+        self.cgroup_id = 0
+        self.reload_wanted = False  # set by SIGHUP, acted on by the main loop
+        self.reloads: list[dict] = []  # each one that took effect, for the run store
 
     def run(self) -> enforce.EnforceResult:
         started = time.monotonic()
         request = self.request
         directory = self._artifact()
         manifest = json.loads((directory / artifact.MANIFEST).read_text())
+        self.policy_sha256 = manifest.get("policy_sha256", "")
         report = coverage_report(request.policy, manifest)
         if request.on_coverage:
             request.on_coverage(report)
@@ -207,10 +296,17 @@ class LsmRun:
     def _catch_exit_signals(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {
+        previous = {
             signum: signal.signal(signum, self._on_exit_signal)
             for signum in enforce.EXIT_SIGNALS
         }
+        reload = enforce.RELOAD_SIGNAL
+        previous[reload] = signal.signal(reload, self._on_reload_signal)
+        return previous
+
+    def _on_reload_signal(self, _signum: int, _frame) -> None:
+        # only a flag: the swap runs in the main loop, between two ring reads
+        self.reload_wanted = True
 
     def _on_exit_signal(self, signum: int, _frame) -> None:
         if not self.stopping:
@@ -221,7 +317,9 @@ class LsmRun:
         # the scope and the hooks are in place before the command exists
         self.cgroup = AgentCgroup(f"run-{os.getpid()}-{time.monotonic_ns()}")
         self.watchdog = enforce._start_watchdog(self.cgroup)
-        self._load(directory, os.stat(self.cgroup.path).st_ino)
+        self.cgroup_id = os.stat(self.cgroup.path).st_ino
+        self.obj, self.links, self.ring = _attach(directory, self.cgroup_id)
+        log.info("lsm: %d hook(s), scope cgroup id %d", len(self.links), self.cgroup_id)
         pid, go_w, err_r = spawn_held(self.request.command, self.request.run_as)
         try:
             self.cgroup.add(pid)
@@ -232,33 +330,13 @@ class LsmRun:
         self.result.exit_code = exit_code_of(status)
         enforce._read_exec_error(err_r, self.result)
 
-    def _load(self, directory: Path, cgroup_id: int) -> None:
-        from capsule.runtime import libbpf
-        from capsule.runtime.ringbuf import RingBuffer
-
-        self.obj = libbpf.BpfObject(directory / artifact.OBJECT)
-        self.obj.load()
-        for name, entries in maps.read_json(directory / artifact.MAPS).items():
-            table = self.obj.map(name)
-            for key, value in entries:
-                table.update(key, value)
-        try:
-            scope = self.obj.map(SCOPE_MAP)
-        except CapsuleError:
-            raise CapsuleError(
-                f"failed to scope artifact {directory}: it has no {SCOPE_MAP} map",
-                hint="recompile it with this version of capsule compile",
-            ) from None
-        scope.update(_U32.pack(0), _U64.pack(cgroup_id))
-        self.ring = RingBuffer(self.obj.map("events").fd, RING_SIZE)
-        for program in self.obj.programs():
-            self.links.append(program.attach())
-        log.info("lsm: %d hook(s), scope cgroup id %d", len(self.links), cgroup_id)
-
     def _wait(self, pid: int) -> int:
         status = None
         while True:
             self._poll(int(enforce.POLL_S * 1000))
+            if self.reload_wanted:
+                self.reload_wanted = False
+                self.reload()
             if status is None:
                 done, raw = os.waitpid(pid, os.WNOHANG)
                 status = raw if done else None
@@ -266,18 +344,91 @@ class LsmRun:
                 return status
 
     def _poll(self, timeout_ms: int) -> None:
-        if self.ring is None:
-            return
-        for record in self.ring.poll(timeout_ms):
+        if self.ring is not None:
+            self._read(self.ring, timeout_ms, self.policy)
+
+    def _read(self, ring, timeout_ms: int, policy: Policy) -> None:
+        for record in ring.poll(timeout_ms):
             try:
                 raw = schema.decode(record)
             except schema.DecodeError as err:
                 self.decode_errors += 1
                 log.debug("undecodable lsm event: %s", err)
                 continue
-            self._record(to_event(raw, self.request.policy))
+            self._record(to_event(raw, policy))
         if self.store is not None:
             self.store.flush()
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Swap in the policy as it is on disk now; on any failure keep the old one."""
+        try:
+            policy, directory, manifest = self.prepare_reload()
+            self._swap(directory)
+        except (CapsuleError, OSError, ValueError, KeyError) as err:
+            cause = err.message if isinstance(err, CapsuleError) else _cause(err)
+            log.error(
+                "failed to reload the policy: %s; still enforcing %s",
+                cause,
+                self.policy_sha256[:12] or "the previous policy",
+            )
+            return False
+        self.policy = policy
+        self.policy_sha256 = manifest["policy_sha256"]
+        target = directory.resolve()  # a link repointed for the reload: its target
+        # shown by default: the rules changed in the middle of the run
+        log.warning("policy reloaded: %s (%s)", self.policy_sha256[:12], target)
+        self.reloads.append(
+            {
+                "ts_ns": time.monotonic_ns(),
+                "at": time.time(),
+                "policy_sha256": self.policy_sha256,
+                "artifact": str(target),
+            }
+        )
+        if self.store is not None:
+            self.store.set_meta(reloads=self.reloads)
+        return True
+
+    def prepare_reload(self) -> tuple[Policy, Path, dict]:
+        """The reloaded policy, checked, and its artifact (compiled here if needed).
+
+        Loads nothing into the kernel: a failure here leaves the run as it was.
+        """
+        from capsule.codegen.ir import policy_hash
+
+        given = self.artifact_dir
+        if given is not None:
+            files = list(artifact.load(given)["sources"][:1])
+        else:
+            files = list(self.request.policy_files[:1])
+        policy = _load_checked(files)
+        directory = given
+        fresh = given is not None
+        if fresh and _manifest(given).get("policy_sha256") != policy_hash(policy):
+            fresh = False  # the artifact is older than its sources
+        if not fresh:
+            directory = self.request.directory / f"artifact-{len(self.reloads) + 1}"
+            log.info("compiling the reloaded policy into %s", directory)
+            directory = artifact.build(policy, directory).directory
+        manifest = _manifest(directory)
+        check_require(coverage_report(policy, manifest), self.request.require)
+        return policy, directory, manifest
+
+    def _swap(self, directory: Path) -> None:
+        obj, links, ring = _attach(directory, self.cgroup_id)
+        old_obj, old_links, old_ring = self.obj, self.links, self.ring
+        self.obj, self.links, self.ring = obj, links, ring
+        # until here both sets were attached: the stricter of both, never neither
+        for link in old_links:
+            link.destroy()
+        if old_ring is not None:
+            self._read(old_ring, 0, self.policy)  # its last events, by its own rules
+            old_ring.close()
+        if old_obj is not None:
+            old_obj.close()
+        log.info("lsm: reloaded, %d hook(s) from %s", len(links), directory)
 
     def _record(self, event: dict) -> None:
         verdict = event.get("verdict")

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from capsule.lang import load_policy
-
-
-def write_policy(directory: Path, text: str) -> Path:
-    path = directory / "policy.cap"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def load(path: Path):
-    policy, diagnostics = load_policy([str(path)])
-    errors = [d for d in diagnostics if d.is_error]
-    assert not errors, errors
-    return policy
+from enforce_helpers import load, write_policy
 
 
 @dataclass

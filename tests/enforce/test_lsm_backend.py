@@ -5,7 +5,7 @@ the LSM VM (tests/lsm/test_enforce_lsm.py)."""
 from __future__ import annotations
 
 import pytest
-from conftest import load, write_policy
+from enforce_helpers import load, write_policy
 
 from capsule.codegen import artifact, ir
 from capsule.errors import CapsuleError
@@ -78,3 +78,62 @@ def test_events_name_the_deciding_rule(policy, raw, verdict, rule) -> None:
         assert event["rule"].endswith(f"policy.cap:{rule}")
     else:
         assert event["rule"] == rule
+
+
+# -- reload (SIGHUP): everything before the kernel is involved runs on the host --------
+
+
+def _lsm_run(tmp_path, source, artifact_dir=None, require="best-effort"):
+    from capsule.runtime.enforce import EnforceRequest
+
+    request = EnforceRequest(
+        policy=load(source),
+        policy_files=[str(source)],
+        command=["true"],
+        directory=tmp_path / "run",
+        require=require,
+    )
+    return lsm.LsmRun(request, artifact_dir)
+
+
+@pytest.mark.parametrize("from_artifact", [False, True])
+def test_a_broken_reload_keeps_the_old_programs(tmp_path, caplog, from_artifact):
+    source = write_policy(tmp_path, POLICY)
+    built = artifact.build(load(source), tmp_path / "art") if from_artifact else None
+    run = _lsm_run(tmp_path, source, built.directory if built else None)
+    old = run.policy
+    run.obj, run.links, run.policy_sha256 = "old-object", ["old-link"], "ab" * 32
+    source.write_text("default file allow\ndeny file frobnicate /srv/secret\n")
+    assert run.reload() is False
+    assert (run.obj, run.links, run.policy) == ("old-object", ["old-link"], old)
+    assert run.reloads == []
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    line = record.getMessage()
+    assert "\n" not in line
+    assert line.startswith("failed to reload the policy: ")
+    assert f"{source}:2:" in line and line.endswith("still enforcing abababababab")
+
+
+def test_a_reload_that_needs_full_coverage_keeps_the_old_programs(tmp_path, caplog):
+    source = write_policy(tmp_path, "default file allow\ndeny file read /srv/a\n")
+    run = _lsm_run(tmp_path, source, require="full")
+    source.write_text("default file allow\ndeny file read /srv/a\ndeny ipc ptrace\n")
+    assert run.reload() is False
+    assert "1 deny or kill rule(s) not enforced in kernel" in caplog.text
+
+
+def test_a_reload_compiles_the_changed_policy(tmp_path) -> None:
+    from capsule.codegen.ir import policy_hash
+
+    source = write_policy(tmp_path, "default file allow\ndeny file read /srv/a\n")
+    built = artifact.build(load(source), tmp_path / "art")
+    run = _lsm_run(tmp_path, source, built.directory)
+    # unchanged sources: the given artifact itself is loaded again
+    _, directory, _ = run.prepare_reload()
+    assert directory == built.directory
+    source.write_text(source.read_text() + "deny file read /srv/b\n")
+    policy, directory, manifest = run.prepare_reload()
+    assert directory == tmp_path / "run" / "artifact-1"
+    assert manifest["policy_sha256"] == policy_hash(policy)
+    assert manifest["policy_sha256"] != built.manifest["policy_sha256"]
+    assert b"/srv/b".hex() in (directory / artifact.MAPS).read_text()

@@ -115,7 +115,7 @@ def test_kill_of_a_caller_that_had_exited_is_not_counted(tmp_path, secret):
     from capsule.runtime.compat.denials import DenialWatcher
     from capsule.runtime.compat.landlock import FS
     from capsule.runtime.enforce import CompatRun, EnforceRequest
-    from conftest import load, write_policy
+    from enforce_helpers import load, write_policy
 
     policy = load(write_policy(tmp_path, f"kill file read {secret}/\n"))
     watcher = DenialWatcher.__new__(DenialWatcher)  # the decoding half, no BPF

@@ -118,7 +118,7 @@ def _denials(run: Path) -> list[dict]:
     return [e for e in RunReader(run).events() if e.get("verdict") == "deny"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_the_tree_dies_with_the_runtime(start, signum):
     runtime, agent, grandchild = start()
     assert _alive(agent) and _alive(grandchild)
@@ -139,6 +139,22 @@ def test_events_before_the_death_are_in_the_store(start, tmp_path, signum):
     assert [(e["area"], e["op"], e["pid"]) for e in denied] == [
         ("network", "connect", agent)
     ]
+
+
+def test_sighup_warns_that_compat_cannot_reload_and_keeps_enforcing(start, tmp_path):
+    runtime, agent, grandchild = start()
+    runtime.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP" not in _stderr(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few polls: an exit would have begun
+    assert runtime.poll() is None and _alive(agent) and _alive(grandchild)
+    [line] = [ln for ln in _stderr(tmp_path).splitlines() if "SIGHUP" in ln]
+    assert "reload is not supported by the compat backend" in line
+    runtime.send_signal(signal.SIGTERM)  # still the same run: it ends as one
+    runtime.wait(timeout=30)
+    assert runtime.returncode == 128 + signal.SIGTERM
+    assert _wait_dead([agent, grandchild], within_s=5) == []
 
 
 def test_sigterm_closes_the_store_with_a_summary(start, tmp_path):
