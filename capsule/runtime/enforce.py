@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,7 +285,68 @@ class _Signalled(Exception):
         self.signum = signum
 
 
-class CompatRun:
+class BackendRun:
+    """What every backend's run shares: the store's start, the exit signals, and
+    the guarantee that the cleanup (which kills the tree) runs whatever happens.
+
+    A backend sets `request`, `result`, `store` and `stopping`, and provides
+    `_cleanup()` and `_on_reload_signal` (SIGHUP).
+    """
+
+    def _start_store(self, backend: str, **meta) -> None:
+        request = self.request
+        self.store = RunStore(request.directory)
+        t0_ns = time.monotonic_ns()  # every source's ts_ns is on this clock
+        if request.on_start is not None:
+            request.on_start(t0_ns)  # the live timeline counts from here too
+        self.store.set_meta(
+            command=request.command,
+            started_at=time.time(),
+            t0_ns=t0_ns,
+            backend=backend,
+            task=request.task,
+            **meta,
+        )
+
+    def _guarded(self, body: Callable[[], None], started: float) -> EnforceResult:
+        """Run `body` with the exit signals caught; always clean up after it."""
+        previous: dict = {}
+        try:
+            previous = self._catch_exit_signals()
+            body()
+        except _Signalled as stop:
+            name = signal.Signals(stop.signum).name
+            log.warning("%s: killing the agent's tree and keeping the timeline", name)
+            self.result.exit_code = 128 + stop.signum
+        finally:
+            self.stopping = True
+            self.result.duration_s = time.monotonic() - started
+            self._cleanup()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self.result
+
+    def _catch_exit_signals(self) -> dict:
+        """SIGTERM unwinds into the cleanup instead of orphaning CMD."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # only the main thread may set handlers; the watchdog remains
+        previous = {
+            signum: signal.signal(signum, self._on_exit_signal)
+            for signum in EXIT_SIGNALS
+        }
+        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self._on_reload_signal)
+        return previous
+
+    def _on_exit_signal(self, signum: int, _frame) -> None:
+        if not self.stopping:  # once cleaning up, finish that: it kills the tree
+            self.stopping = True
+            raise _Signalled(signum)
+
+    def _on_reload_signal(self, _signum: int, _frame) -> None:
+        raise NotImplementedError
+
+
+class CompatRun(BackendRun):
     """One command under the compat backend, from planning to the last event."""
 
     def __init__(self, request: EnforceRequest) -> None:
@@ -341,51 +403,17 @@ class CompatRun:
         if wants_classifier(request.policy):
             classifier = load_classifier(request.models)
 
-        self.store = RunStore(request.directory)
-        t0_ns = time.monotonic_ns()  # every source's ts_ns is on this clock
-        if request.on_start is not None:
-            request.on_start(t0_ns)  # the live timeline counts from here too
-        self.store.set_meta(
-            command=request.command,
-            started_at=time.time(),
-            t0_ns=t0_ns,
-            backend="compat",
-            coverage=compat.report.to_json(),
-            task=request.task,
-        )
-        previous: dict = {}
-        try:
-            previous = self._catch_exit_signals()
+        self._start_store("compat", coverage=compat.report.to_json())
+
+        def body() -> None:
             if classifier is not None:
                 self._start_escalation(classifier)
             self._run(compat)
-        except _Signalled as stop:
-            name = signal.Signals(stop.signum).name
-            log.warning("%s: killing the agent's tree and keeping the timeline", name)
-            self.result.exit_code = 128 + stop.signum
-        finally:
-            self.stopping = True
-            self.result.duration_s = time.monotonic() - started
-            self._cleanup()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        return self.result
 
-    def _catch_exit_signals(self) -> dict:
-        """SIGTERM unwinds into the cleanup instead of orphaning CMD; SIGHUP warns."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}  # only the main thread may set handlers; the watchdog remains
-        previous = {
-            signum: signal.signal(signum, self._on_exit_signal)
-            for signum in EXIT_SIGNALS
-        }
-        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, _warn_no_reload)
-        return previous
+        return self._guarded(body, started)
 
-    def _on_exit_signal(self, signum: int, _frame) -> None:
-        if not self.stopping:  # once cleaning up, finish that: it kills the tree
-            self.stopping = True
-            raise _Signalled(signum)
+    def _on_reload_signal(self, _signum: int, _frame) -> None:
+        log.warning(COMPAT_NO_RELOAD)
 
     def _run(self, compat: CompatPlan) -> None:
         # the agent's cgroup and its hooks are in place before the command exists
@@ -651,8 +679,6 @@ class CompatRun:
             self.store.close()
 
 
-def _warn_no_reload(_signum: int, _frame) -> None:
-    log.warning(COMPAT_NO_RELOAD)
 
 
 def _start_watchdog(cgroup: AgentCgroup) -> Watchdog:

@@ -20,12 +20,9 @@ policy's semantics (capsule/lang/semantics.py), from which the maps were lowered
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -180,15 +177,6 @@ def _scope(obj, directory: Path):
         ) from None
 
 
-def _manifest(directory: Path) -> dict:
-    try:
-        return json.loads((directory / artifact.MANIFEST).read_text())
-    except (OSError, ValueError) as err:
-        raise CapsuleError(
-            f"failed to read {directory / artifact.MANIFEST}: {_cause(err)}"
-        ) from None
-
-
 def _load_checked(files: list[str]) -> Policy:
     """The checked policy from its files; the first error as one line."""
     from capsule.lang import load_policy
@@ -215,7 +203,7 @@ def _cause(err: Exception) -> str:
 # -- the run ---------------------------------------------------------------------------
 
 
-class LsmRun:
+class LsmRun(enforce.BackendRun):
     """One command under the lsm backend, from the artifact to the last event."""
 
     def __init__(self, request: enforce.EnforceRequest, artifact_dir: Path | None):
@@ -242,7 +230,7 @@ class LsmRun:
         started = time.monotonic()
         request = self.request
         directory = self._artifact()
-        manifest = json.loads((directory / artifact.MANIFEST).read_text())
+        manifest = artifact.load(directory)
         self.policy_sha256 = manifest.get("policy_sha256", "")
         report = coverage_report(request.policy, manifest)
         if request.on_coverage:
@@ -250,31 +238,10 @@ class LsmRun:
         check_require(report, request.require)
         self._warn_unsupported_options()
 
-        self.store = RunStore(request.directory)
-        self.store.set_meta(
-            command=request.command,
-            started_at=time.time(),
-            t0_ns=time.monotonic_ns(),
-            backend="lsm",
-            coverage=report.to_json(),
-            artifact=str(directory),
-            task=request.task,
+        self._start_store(
+            "lsm", coverage=report.to_json(), artifact=str(directory)
         )
-        previous: dict = {}
-        try:
-            previous = self._catch_exit_signals()
-            self._run(directory)
-        except enforce._Signalled as stop:
-            name = signal.Signals(stop.signum).name
-            log.warning("%s: killing the agent's tree and keeping the timeline", name)
-            self.result.exit_code = 128 + stop.signum
-        finally:
-            self.stopping = True
-            self.result.duration_s = time.monotonic() - started
-            self._cleanup()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        return self.result
+        return self._guarded(lambda: self._run(directory), started)
 
     def _artifact(self) -> Path:
         """The given artifact, or the policy compiled into the run directory."""
@@ -293,25 +260,9 @@ class LsmRun:
                 "backend does not run the escalation classifier"
             )
 
-    def _catch_exit_signals(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {
-            signum: signal.signal(signum, self._on_exit_signal)
-            for signum in enforce.EXIT_SIGNALS
-        }
-        reload = enforce.RELOAD_SIGNAL
-        previous[reload] = signal.signal(reload, self._on_reload_signal)
-        return previous
-
     def _on_reload_signal(self, _signum: int, _frame) -> None:
         # only a flag: the swap runs in the main loop, between two ring reads
         self.reload_wanted = True
-
-    def _on_exit_signal(self, signum: int, _frame) -> None:
-        if not self.stopping:
-            self.stopping = True
-            raise enforce._Signalled(signum)
 
     def _run(self, directory: Path) -> None:
         # the scope and the hooks are in place before the command exists
@@ -399,20 +350,16 @@ class LsmRun:
         from capsule.codegen.ir import policy_hash
 
         given = self.artifact_dir
-        if given is not None:
-            files = list(artifact.load(given)["sources"][:1])
-        else:
-            files = list(self.request.policy_files[:1])
-        policy = _load_checked(files)
+        manifest = artifact.load(given) if given is not None else None
+        files = manifest["sources"] if manifest else self.request.policy_files
+        policy = _load_checked(list(files[:1]))
         directory = given
-        fresh = given is not None
-        if fresh and _manifest(given).get("policy_sha256") != policy_hash(policy):
-            fresh = False  # the artifact is older than its sources
-        if not fresh:
+        # an artifact older than its sources is compiled again
+        if manifest is None or manifest["policy_sha256"] != policy_hash(policy):
             directory = self.request.directory / f"artifact-{len(self.reloads) + 1}"
             log.info("compiling the reloaded policy into %s", directory)
             directory = artifact.build(policy, directory).directory
-        manifest = _manifest(directory)
+            manifest = artifact.load(directory)
         check_require(coverage_report(policy, manifest), self.request.require)
         return policy, directory, manifest
 

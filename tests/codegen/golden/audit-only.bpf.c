@@ -700,15 +700,11 @@ static __always_inline bool in_scope(void)
 	return false;
 }
 
-/* apply a verdict: the return value of the hook, and the event flags; every hook's
- * decision passes here, so a task outside the scope is allowed without an event */
+/* apply a verdict: the return value of the hook, and the event flags; every hook
+ * has returned 0 already for a task outside the scope (in_scope) */
 static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *flags)
 {
 	*flags = 0;
-	if (!in_scope()) {
-		v->effect = v->enforced = EFFECT_ALLOW;
-		return 0;
-	}
 	if (truncated)
 		*flags = CAPSULE_F_TRUNCATED;
 	if (v->effect == EFFECT_AUDIT || v->effect == EFFECT_ESCALATE)
@@ -924,6 +920,8 @@ static __always_inline int check_open(struct file *file, struct scratch *s, bool
 SEC("lsm.s/file_open")
 int BPF_PROG(file_open, struct file *file)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	unsigned int fmode = file->f_mode;
 	/* 6.1 marks an exec open in f_flags (__FMODE_EXEC) only; later kernels in f_mode */
@@ -951,6 +949,8 @@ int BPF_PROG(file_open, struct file *file)
 SEC("lsm/path_unlink")
 int BPF_PROG(path_unlink, const struct path *dir, struct dentry *dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -986,6 +986,8 @@ int BPF_PROG(path_unlink, const struct path *dir, struct dentry *dentry)
 SEC("lsm/path_rmdir")
 int BPF_PROG(path_rmdir, const struct path *dir, struct dentry *dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1021,6 +1023,8 @@ int BPF_PROG(path_rmdir, const struct path *dir, struct dentry *dentry)
 SEC("lsm/path_mkdir")
 int BPF_PROG(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1058,6 +1062,8 @@ SEC("lsm/path_mknod")
 int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
 	     unsigned int dev)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_open *ev;
@@ -1093,6 +1099,8 @@ int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t 
 SEC("lsm/path_truncate")
 int BPF_PROG(path_truncate, const struct path *path)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1128,6 +1136,8 @@ int BPF_PROG(path_truncate, const struct path *path)
 SEC("lsm/path_chmod")
 int BPF_PROG(path_chmod, const struct path *path, umode_t mode)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1163,6 +1173,8 @@ int BPF_PROG(path_chmod, const struct path *path, umode_t mode)
 SEC("lsm/path_chown")
 int BPF_PROG(path_chown, const struct path *path)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1200,6 +1212,8 @@ SEC("lsm/path_rename")
 int BPF_PROG(path_rename, const struct path *old_dir, struct dentry *old_dentry,
 	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1219,6 +1233,8 @@ SEC("lsm/path_link")
 int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1237,6 +1253,8 @@ int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 SEC("lsm/path_symlink")
 int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1259,6 +1277,8 @@ int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const 
 SEC("lsm.s/bprm_check_security")
 int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_exec *ev;
@@ -1297,6 +1317,8 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm)
 SEC("lsm/socket_connect")
 int BPF_PROG(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 0};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1334,6 +1356,8 @@ int BPF_PROG(socket_connect, struct socket *sock, struct sockaddr *address, int 
 SEC("lsm/socket_bind")
 int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int addrlen)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 1};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1372,6 +1396,8 @@ int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int add
 SEC("lsm/socket_sendmsg")
 int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 4};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1410,6 +1436,8 @@ int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 SEC("lsm/socket_listen")
 int BPF_PROG(socket_listen, struct socket *sock, int backlog)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 2};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1448,6 +1476,8 @@ int BPF_PROG(socket_listen, struct socket *sock, int backlog)
 SEC("lsm/socket_accept")
 int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 3};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1489,6 +1519,8 @@ int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
 SEC("lsm/task_fix_setuid")
 int BPF_PROG(task_fix_setuid, struct cred *new, const struct cred *old, int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	__u32 ids[4] = {BPF_CORE_READ(new, uid.val), BPF_CORE_READ(new, euid.val),
 			BPF_CORE_READ(new, suid.val), BPF_CORE_READ(new, fsuid.val)};
 	__u32 was[4] = {BPF_CORE_READ(old, uid.val), BPF_CORE_READ(old, euid.val),
@@ -1504,6 +1536,8 @@ int BPF_PROG(task_fix_setuid, struct cred *new, const struct cred *old, int flag
 SEC("lsm/task_fix_setgid")
 int BPF_PROG(task_fix_setgid, struct cred *new, const struct cred *old, int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	__u32 ids[4] = {BPF_CORE_READ(new, gid.val), BPF_CORE_READ(new, egid.val),
 			BPF_CORE_READ(new, sgid.val), BPF_CORE_READ(new, fsgid.val)};
 	__u32 was[4] = {BPF_CORE_READ(old, gid.val), BPF_CORE_READ(old, egid.val),
@@ -1525,6 +1559,8 @@ SEC("lsm/capset")
 int BPF_PROG(capset, struct cred *new, const struct cred *old, const kernel_cap_t *effective,
 	     const kernel_cap_t *inheritable, const kernel_cap_t *permitted)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	__u64 now = 0, was = 0, added;
 	struct verdict v = {}, one;
 	bool any = false;
@@ -1559,6 +1595,8 @@ SEC("lsm/task_kill")
 int BPF_PROG(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,
 	     const struct cred *cred)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_signal *ev;
@@ -1595,6 +1633,8 @@ SEC("lsm/mmap_file")
 int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
 	     unsigned long flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	return check_wx(file, reqprot, flags);
 }
 
@@ -1605,6 +1645,8 @@ int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long 
 SEC("lsm/file_mprotect")
 int BPF_PROG(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	return check_wx(BPF_CORE_READ(vma, vm_file), reqprot, 0);
 }
 
@@ -1618,6 +1660,8 @@ int BPF_PROG(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, u
 SEC("lsm/task_alloc")
 int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	/* the CLONE_NEW* flag of each kind, in the order of ir.NS_KINDS */
 	const __u64 kinds[NS_KIND_COUNT] = {0x20000,	0x4000000,  0x8000000, 0x10000000,
 					    0x20000000, 0x40000000, 0x2000000, 0x80};

@@ -580,15 +580,11 @@ static __always_inline bool in_scope(void)
 	return false;
 }
 
-/* apply a verdict: the return value of the hook, and the event flags; every hook's
- * decision passes here, so a task outside the scope is allowed without an event */
+/* apply a verdict: the return value of the hook, and the event flags; every hook
+ * has returned 0 already for a task outside the scope (in_scope) */
 static __always_inline int enforce(struct verdict *v, bool truncated, __u16 *flags)
 {
 	*flags = 0;
-	if (!in_scope()) {
-		v->effect = v->enforced = EFFECT_ALLOW;
-		return 0;
-	}
 	if (truncated)
 		*flags = CAPSULE_F_TRUNCATED;
 	if (v->effect == EFFECT_AUDIT || v->effect == EFFECT_ESCALATE)
@@ -755,6 +751,8 @@ static __always_inline int check_open(struct file *file, struct scratch *s, bool
 SEC("lsm.s/file_open")
 int BPF_PROG(file_open, struct file *file)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	unsigned int fmode = file->f_mode;
 	/* 6.1 marks an exec open in f_flags (__FMODE_EXEC) only; later kernels in f_mode */
@@ -782,6 +780,8 @@ int BPF_PROG(file_open, struct file *file)
 SEC("lsm/path_unlink")
 int BPF_PROG(path_unlink, const struct path *dir, struct dentry *dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -817,6 +817,8 @@ int BPF_PROG(path_unlink, const struct path *dir, struct dentry *dentry)
 SEC("lsm/path_rmdir")
 int BPF_PROG(path_rmdir, const struct path *dir, struct dentry *dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -852,6 +854,8 @@ int BPF_PROG(path_rmdir, const struct path *dir, struct dentry *dentry)
 SEC("lsm/path_mkdir")
 int BPF_PROG(path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -889,6 +893,8 @@ SEC("lsm/path_mknod")
 int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
 	     unsigned int dev)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_open *ev;
@@ -924,6 +930,8 @@ int BPF_PROG(path_mknod, const struct path *dir, struct dentry *dentry, umode_t 
 SEC("lsm/path_truncate")
 int BPF_PROG(path_truncate, const struct path *path)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -959,6 +967,8 @@ int BPF_PROG(path_truncate, const struct path *path)
 SEC("lsm/path_chmod")
 int BPF_PROG(path_chmod, const struct path *path, umode_t mode)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -994,6 +1004,8 @@ int BPF_PROG(path_chmod, const struct path *path, umode_t mode)
 SEC("lsm/path_chown")
 int BPF_PROG(path_chown, const struct path *path)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v;
 	struct ev_file *ev;
@@ -1031,6 +1043,8 @@ SEC("lsm/path_rename")
 int BPF_PROG(path_rename, const struct path *old_dir, struct dentry *old_dentry,
 	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1050,6 +1064,8 @@ SEC("lsm/path_link")
 int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1068,6 +1084,8 @@ int BPF_PROG(path_link, struct dentry *old_dentry, const struct path *new_dir,
 SEC("lsm/path_symlink")
 int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct scratch *s = scratch_get();
 	struct verdict v, to;
 	bool truncated;
@@ -1091,6 +1109,8 @@ int BPF_PROG(path_symlink, const struct path *dir, struct dentry *dentry, const 
 SEC("lsm/socket_connect")
 int BPF_PROG(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 0};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1128,6 +1148,8 @@ int BPF_PROG(socket_connect, struct socket *sock, struct sockaddr *address, int 
 SEC("lsm/socket_bind")
 int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int addrlen)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 1};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1166,6 +1188,8 @@ int BPF_PROG(socket_bind, struct socket *sock, struct sockaddr *address, int add
 SEC("lsm/socket_sendmsg")
 int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 4};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1204,6 +1228,8 @@ int BPF_PROG(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 SEC("lsm/socket_listen")
 int BPF_PROG(socket_listen, struct socket *sock, int backlog)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 2};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1242,6 +1268,8 @@ int BPF_PROG(socket_listen, struct socket *sock, int backlog)
 SEC("lsm/socket_accept")
 int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	struct net_probe probe = {.op = 3};
 	struct verdict v;
 	struct ev_sock *ev;
@@ -1283,6 +1311,8 @@ int BPF_PROG(socket_accept, struct socket *sock, struct socket *newsock)
 SEC("lsm/task_fix_setuid")
 int BPF_PROG(task_fix_setuid, struct cred *new, const struct cred *old, int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	__u32 ids[4] = {BPF_CORE_READ(new, uid.val), BPF_CORE_READ(new, euid.val),
 			BPF_CORE_READ(new, suid.val), BPF_CORE_READ(new, fsuid.val)};
 	__u32 was[4] = {BPF_CORE_READ(old, uid.val), BPF_CORE_READ(old, euid.val),
@@ -1298,6 +1328,8 @@ int BPF_PROG(task_fix_setuid, struct cred *new, const struct cred *old, int flag
 SEC("lsm/task_fix_setgid")
 int BPF_PROG(task_fix_setgid, struct cred *new, const struct cred *old, int flags)
 {
+	if (!in_scope())
+		return 0; /* first: no path, no task storage for others */
 	__u32 ids[4] = {BPF_CORE_READ(new, gid.val), BPF_CORE_READ(new, egid.val),
 			BPF_CORE_READ(new, sgid.val), BPF_CORE_READ(new, fsgid.val)};
 	__u32 was[4] = {BPF_CORE_READ(old, gid.val), BPF_CORE_READ(old, egid.val),
